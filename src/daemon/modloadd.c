@@ -1,0 +1,154 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/resource.h>
+#include <systemd/sd-daemon.h>
+
+#include "i18n.h"
+#include "log.h"
+#include "manager.h"
+#include "strutil.h"
+#include "timeutil.h"
+
+#define IDLE_TIMEOUT_ACTIVATED_USEC (30 * USEC_PER_SEC)
+#define NOFILE_WANTED 16384U
+
+static const char *arg_listen = MODLOADD_SOCKET_PATH;
+static uint64_t arg_idle_timeout_usec = 0; /* 0: not given, pick the default */
+
+static void help(void) {
+        printf(_("%s [OPTIONS...]\n"
+                 "\n"
+                 "Broker kernel-module loads: one load per module for all callers.\n"
+                 "\n"
+                 "  -h --help               Show this help\n"
+                 "     --version            Show the version\n"
+                 "     --listen=PATH        Listen on this socket (default: %s)\n"
+                 "     --idle-timeout=TIME  Exit after being idle this long (0 or infinity: never)\n"
+                 "     --log-level=LEVEL    err, warning, notice, info or debug\n"),
+               program_invocation_short_name, MODLOADD_SOCKET_PATH);
+}
+
+static int parse_argv(int argc, char *argv[]) {
+        enum { ARG_VERSION = 0x100, ARG_LISTEN, ARG_IDLE_TIMEOUT, ARG_LOG_LEVEL };
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                { "listen", required_argument, NULL, ARG_LISTEN },
+                { "idle-timeout", required_argument, NULL, ARG_IDLE_TIMEOUT },
+                { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+                {},
+        };
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
+                switch (c) {
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("%s %s\n", PACKAGE_NAME, PACKAGE_VERSION);
+                        return 0;
+                case ARG_LISTEN:
+                        arg_listen = optarg;
+                        break;
+                case ARG_IDLE_TIMEOUT:
+                        r = parse_timeout_usec(optarg, &arg_idle_timeout_usec);
+                        if (r < 0)
+                                return log_error_errno(r, _("Invalid idle timeout: %s"), optarg);
+                        break;
+                case ARG_LOG_LEVEL:
+                        r = log_level_from_string(optarg);
+                        if (r < 0)
+                                return log_error_errno(r, _("Invalid log level: %s"), optarg);
+                        log_set_max_level(r);
+                        break;
+                case '?':
+                        return -EINVAL;
+                default:
+                        return -EINVAL;
+                }
+
+        if (optind < argc)
+                return log_error_errno(EINVAL, _("%s takes no arguments."), program_invocation_short_name);
+        return 1;
+}
+
+/* One fd per connection: make room for the connection limit. */
+static void raise_nofile(void) {
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= NOFILE_WANTED)
+                return;
+        rl.rlim_cur = MIN(rl.rlim_max, (rlim_t) NOFILE_WANTED);
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                log_debug_errno(errno, "Failed to raise RLIMIT_NOFILE, ignoring: %m");
+}
+
+static int run(int argc, char *argv[]) {
+        _cleanup_(manager_freep) Manager *m = NULL;
+        _cleanup_(sd_event_unrefp) sd_event *event = NULL;
+        sigset_t mask;
+        int n, r;
+
+        i18n_init();
+        log_open();
+
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r;
+
+        raise_nofile();
+        (void) signal(SIGPIPE, SIG_IGN);
+
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+                return log_error_errno(errno, "Failed to block signals: %m");
+
+        r = sd_event_default(&event);
+        if (r < 0)
+                return log_error_errno(r, "Failed to allocate event loop: %m");
+        r = sd_event_add_signal(event, NULL, SIGTERM, NULL, NULL);
+        if (r >= 0)
+                r = sd_event_add_signal(event, NULL, SIGINT, NULL, NULL);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch signals: %m");
+
+        r = manager_new(&m, event);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the manager: %m");
+
+        n = manager_listen_activation(m);
+        if (n < 0)
+                return log_error_errno(n, "Failed to take over passed sockets: %m");
+        if (n == 0) {
+                r = manager_listen_address(m, arg_listen);
+                if (r == -EADDRINUSE)
+                        return log_error_errno(r, "Another daemon already answers on %s.", arg_listen);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to listen on %s: %m", arg_listen);
+                log_debug("Listening on %s.", arg_listen);
+        } else
+                log_debug("Serving %d socket(s) passed by the service manager.", n);
+
+        /* Socket-activated: the socket stays with systemd, so exiting when idle costs nothing. */
+        if (arg_idle_timeout_usec == 0)
+                arg_idle_timeout_usec = n > 0 ? IDLE_TIMEOUT_ACTIVATED_USEC : USEC_INFINITY;
+        manager_set_idle_timeout(m, arg_idle_timeout_usec);
+
+        (void) sd_notify(false, "READY=1\nSTATUS=Waiting for requests.");
+
+        r = sd_event_loop(event);
+        (void) sd_notify(false, "STOPPING=1");
+        if (r < 0)
+                return log_error_errno(r, "Event loop failed: %m");
+        return r;
+}
+
+int main(int argc, char *argv[]) {
+        int r = run(argc, argv);
+        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}
