@@ -161,6 +161,10 @@ static Buf compress_gzip(const Buf *in) {
         return b;
 }
 
+/* The large input compressed in each format once, since compressing is the slow part under
+ * valgrind. */
+static Buf big_packed[_COMPRESSION_MAX];
+
 static Buf pack(CompressionType t, const Buf *in) {
         switch (t) {
         case COMPRESSION_NONE:
@@ -343,7 +347,7 @@ static void roundtrip(CompressionType t, const Buf *orig, const Buf *packed) {
         check(size == orig->size);
         check_sealed(sealed, orig);
 
-        if (orig->size > 0) {
+        if (orig->size > 0 && orig->size < DECOMPRESS_CHUNK_SIZE) {
                 int fd = -42;
                 size = 4242;
                 check(lseek(in, 0, SEEK_SET) == 0);
@@ -358,6 +362,11 @@ static void test_roundtrips(const Buf *big) {
 
         for (CompressionType t = 0; t < _COMPRESSION_MAX; t++)
                 for (size_t i = 0; i < ELEMENTSOF(inputs); i++) {
+                        if (inputs[i] == big) {
+                                check(compression_detect(big_packed[t].data, big_packed[t].size) == t);
+                                roundtrip(t, big, &big_packed[t]);
+                                continue;
+                        }
                         Buf packed = pack(t, inputs[i]);
                         check(compression_detect(packed.data, packed.size) == t);
                         roundtrip(t, inputs[i], &packed);
@@ -456,16 +465,16 @@ static size_t sweep_next(size_t i, size_t size) {
 }
 
 /* Every truncation near the ends of a small stream, and some of a large one, must fail cleanly. */
-static void test_truncated(const Buf *small, const Buf *big) {
+static void test_truncated(const Buf *small) {
         _cleanup_close_ int out = memfd_create("test-output", MFD_CLOEXEC);
         _cleanup_close_ int in = memfd_create("test-input", MFD_CLOEXEC);
 
         check(out >= 0 && in >= 0);
 
         for (CompressionType t = COMPRESSION_XZ; t < _COMPRESSION_MAX; t++) {
-                Buf s = pack(t, small), b = pack(t, big);
-                size_t offsets[] = { 1, 7, 100, b.size / 3, b.size / 2, b.size - 100, b.size - 9, b.size - 4,
-                                     b.size - 1 };
+                Buf s = pack(t, small);
+                const Buf *b = &big_packed[t];
+                size_t offsets[] = { 7, b->size / 2, b->size - 1 };
 
                 for (size_t cut = 0; cut < s.size; cut = sweep_next(cut, s.size)) {
                         uint64_t size = 4242;
@@ -476,20 +485,19 @@ static void test_truncated(const Buf *small, const Buf *big) {
                 }
 
                 for (size_t i = 0; i < ELEMENTSOF(offsets); i++) {
-                        Buf c = buf_copy(&b, offsets[i]);
+                        Buf c = buf_copy(b, offsets[i]);
                         check_r(decompress_buf(t, &c, out, UINT64_MAX, NULL), -EBADMSG);
                         buf_done(&c);
                 }
 
                 buf_done(&s);
-                buf_done(&b);
         }
 }
 
 /* Flip bytes of a small stream (see sweep_next()): either an error, or (for the few header bytes a
  * format does not protect: gzip's mtime, extra flags and OS) the original content. Never wrong
  * content, never a crash. */
-static void test_flipped(const Buf *small, const Buf *big) {
+static void test_flipped(const Buf *small) {
         _cleanup_close_ int out = memfd_create("test-output", MFD_CLOEXEC);
         _cleanup_close_ int in = memfd_create("test-input", MFD_CLOEXEC);
         unsigned errors = 0, harmless = 0;
@@ -497,7 +505,7 @@ static void test_flipped(const Buf *small, const Buf *big) {
         check(out >= 0 && in >= 0);
 
         for (CompressionType t = COMPRESSION_XZ; t < _COMPRESSION_MAX; t++) {
-                Buf s = pack(t, small), b = pack(t, big);
+                Buf s = pack(t, small), *b = &big_packed[t];
 
                 for (size_t pos = 0; pos < s.size; pos = sweep_next(pos, s.size)) {
                         s.data[pos] ^= 0x55;
@@ -515,15 +523,11 @@ static void test_flipped(const Buf *small, const Buf *big) {
                 }
 
                 /* a flipped byte in the middle of a large stream is always caught */
-                for (size_t k = 1; k < 4; k++) {
-                        size_t pos = b.size * k / 4;
-                        b.data[pos] ^= 0xff;
-                        check_r(decompress_buf(t, &b, out, UINT64_MAX, NULL), -EBADMSG);
-                        b.data[pos] ^= 0xff;
-                }
+                b->data[b->size / 2] ^= 0xff;
+                check_r(decompress_buf(t, b, out, UINT64_MAX, NULL), -EBADMSG);
+                b->data[b->size / 2] ^= 0xff;
 
                 buf_done(&s);
-                buf_done(&b);
         }
 
         /* without a checksum a zstd flip may decode to other bytes; it still must not crash or
@@ -647,21 +651,23 @@ static void test_bad_args_and_io_errors(const Buf *small) {
 /* A pipe fed in small, irregular pieces by another process. */
 static void test_pipe(const Buf *big) {
         for (CompressionType t = 0; t < _COMPRESSION_MAX; t++) {
-                Buf packed = pack(t, big);
+                const Buf *packed = &big_packed[t];
                 _cleanup_close_ int sealed = -EBADF;
                 int p[2], status;
                 uint64_t size = 0;
                 pid_t pid;
 
                 check(pipe2(p, O_CLOEXEC) == 0);
+                fflush(stdout);
+                fflush(stderr);
                 pid = fork();
                 check(pid >= 0);
                 if (pid == 0) {
                         (void) close(p[0]);
-                        for (size_t off = 0; off < packed.size;) {
+                        for (size_t off = 0; off < packed->size;) {
                                 size_t n = (size_t) (rng() % 70000) + 1;
-                                n = MIN(n, packed.size - off);
-                                ssize_t k = write(p[1], packed.data + off, n);
+                                n = MIN(n, packed->size - off);
+                                ssize_t k = write(p[1], packed->data + off, n);
                                 if (k < 0 && errno == EINTR)
                                         continue;
                                 if (k <= 0)
@@ -678,7 +684,6 @@ static void test_pipe(const Buf *big) {
                 check(WIFEXITED(status) && WEXITSTATUS(status) == 0);
                 check(size == big->size);
                 check_sealed(sealed, big);
-                buf_done(&packed);
         }
 }
 
@@ -751,18 +756,23 @@ static void test_ko_dir(void) {
 int main(void) {
         Buf big = make_data(BIG_SIZE), small = make_data(SMALL_SIZE);
 
+        for (CompressionType t = 0; t < _COMPRESSION_MAX; t++)
+                big_packed[t] = pack(t, &big);
+
         test_strings();
         test_detect();
         test_roundtrips(&big);
         test_empty_file();
         test_concatenated(&small);
-        test_truncated(&small, &big);
-        test_flipped(&small, &big);
+        test_truncated(&small);
+        test_flipped(&small);
         test_wrong_input(&small);
         test_bad_args_and_io_errors(&small);
         test_pipe(&big);
         test_ko_dir();
 
+        for (CompressionType t = 0; t < _COMPRESSION_MAX; t++)
+                buf_done(&big_packed[t]);
         buf_done(&big);
         buf_done(&small);
         printf("all decompress tests passed\n");

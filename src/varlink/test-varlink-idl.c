@@ -351,11 +351,21 @@ static void test_manager(const char *path) {
         output_ok(iface, "List",
                   "{\"modules\": [{\"name\": \"a\", \"size\": 4096, \"refcount\": 0, \"holders\": [],"
                   " \"state\": \"live\"}]}");
+        output_bad(iface, "List",
+                   "{\"modules\": [{\"name\": \"a\", \"size\": 4096, \"refcount\": 0, \"holders\": [],"
+                   " \"state\": \"unloading\"}]}",
+                   "modules");
+        output_bad(iface, "List",
+                   "{\"modules\": [{\"name\": \"a\", \"size\": 4096, \"refcount\": 0, \"holders\": [1],"
+                   " \"state\": \"live\"}]}",
+                   "modules");
         output_ok(iface, "Monitor", NULL);
         output_ok(iface, "Monitor", "{\"ready\": true}");
         output_ok(iface, "Monitor", "{\"event\": {\"kind\": \"call\", \"method\": \"io.modloadd.Manager.Load\","
                                     " \"uid\": 0, \"pid\": 1}}");
-        output_bad(iface, "Monitor", "{\"event\": {\"kind\": \"reply\"}}", "event");
+        output_bad(iface, "Monitor", "{\"event\": {\"kind\": 1}}", "event");
+        output_bad(iface, "Monitor", "{\"event\": {\"kind\": \"call\", \"gid\": 0}}", "event");
+        output_bad(iface, "Monitor", "{\"ready\": true, \"event\": {\"kind\": \"call\", \"uid\": \"0\"}}", "event");
         output_bad(iface, "Monitor", "{\"event\": {}}", "event");
         output_bad(iface, "Monitor", "{\"event\": \"call\"}", "event");
 

@@ -595,7 +595,7 @@ static int connection_read(VarlinkConnection *c) {
 /* Do all the connection can do now: answer buffered calls, write replies,
  * and close it when the client is gone or done. */
 static void connection_process(VarlinkConnection *c) {
-        _cleanup_(connection_unrefp) VarlinkConnection *ref = connection_ref(c);
+        _unused_ _cleanup_(connection_unrefp) VarlinkConnection *ref = connection_ref(c);
         int r;
 
         while (c->server && !c->current) {

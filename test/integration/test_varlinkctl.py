@@ -105,12 +105,12 @@ class Varlinkctl(harness.DaemonTestCase):
         try:
             first = lines.get(timeout=T(10))
             self.assertIsNotNone(first, "varlinkctl exited: %r" % p.stderr.read())
-            self.assertEqual(json.loads(first), {"ready": True})
+            self.assertEqual(json.loads(first.lstrip(b"\x1e")), {"ready": True})
             with harness.connect(self.sock) as c:
                 c.roundtrip(INTERFACE + ".GetStatistics", {})
             second = lines.get(timeout=T(10))
             self.assertIsNotNone(second, "varlinkctl exited: %r" % p.stderr.read())
-            self.assertEqual(json.loads(second), {"event": {
+            self.assertEqual(json.loads(second.lstrip(b"\x1e")), {"event": {
                 "kind": "call", "method": INTERFACE + ".GetStatistics",
                 "uid": 0, "pid": os.getpid()}})
             self.assertIsNone(p.poll(), "varlinkctl --more exited early")

@@ -17,7 +17,7 @@
 #   CACHE/trees/6.1-none/lib/modules/KV   .ko, as shipped
 #   CACHE/trees/6.12-xz/lib/modules/KV    .ko.xz, as shipped
 #   CACHE/userland/kmod-trixie/           kmod 34 from Debian 13 with its libraries
-# Each tree has had depmod run on it.  A tree's kernel is CACHE/kernels/<name
+# Each tree has been indexed by depmod (6.1-gzip: see kmod-index.py).  A tree's kernel is CACHE/kernels/<name
 # up to the first dash>.  Set MODLOADD_TEST_JOBS to bound the parallelism.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -106,13 +106,6 @@ if [ ! -f "$kmod34/.complete-v1" ]; then
         touch "$kmod34/.complete-v1"
 fi
 
-# run kmod 34's depmod (built with zlib) from its unpacked root
-depmod34() {
-        r=$kmod34
-        "$r/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --library-path "$r/usr/lib/x86_64-linux-gnu" \
-                --argv0 depmod "$r/usr/bin/kmod" "$@"
-}
-
 # --- module trees -----------------------------------------------------------
 # make_tree NAME KERNEL-DIR COMPRESSION(xz|zstd|gzip|none)
 make_tree() {
@@ -128,6 +121,14 @@ make_tree() {
         cp -al "$kdir/lib/modules/$kv" "$tree.tmp/lib/modules/$kv"
         rm -f "$tree.tmp/lib/modules/$kv/build" "$tree.tmp/lib/modules/$kv/source"
         m=$tree.tmp/lib/modules/$kv
+        if [ "$comp" = gzip ] && ! depmod --version | grep -q '+ZLIB'; then
+                # this depmod cannot see .ko.gz: index the uncompressed modules,
+                # then point modules.dep (text and binary) at the .ko.gz files
+                depmod -b "$tree.tmp" "$kv"
+                gz_fixup=1
+        else
+                gz_fixup=0
+        fi
         case $comp in
         xz)   find "$m" -name '*.ko' -print0 | xargs -0 -r -P "$jobs" -n 16 xz -q -f --check=crc32 --lzma2=dict=1MiB ;;
         zstd) find "$m" -name '*.ko' -print0 | xargs -0 -r -P "$jobs" -n 16 zstd -q -f --rm ;;
@@ -135,9 +136,9 @@ make_tree() {
         none) ;;
         *) die "unknown compression $comp" ;;
         esac
-        if [ "$comp" = gzip ] && ! depmod --version | grep -q '+ZLIB'; then
-                # the machine's kmod cannot read .ko.gz; Debian 13's can
-                depmod34 -b "$tree.tmp" "$kv"
+        if [ "$gz_fixup" = 1 ]; then
+                sed -i 's/\.ko\([: ]\)/.ko.gz\1/g; s/\.ko$/.ko.gz/' "$m/modules.dep"
+                python3 "$here/kmod-index.py" "$m/modules.dep" "$m/modules.dep.bin"
         else
                 depmod -b "$tree.tmp" "$kv"
         fi
@@ -151,7 +152,7 @@ make_tree() {
 
 make_tree 6.1-xz "$k61" xz
 make_tree 6.1-zstd "$k61" zstd
-#GZ make_tree 6.1-gzip "$k61" gzip
+make_tree 6.1-gzip "$k61" gzip
 make_tree 6.1-none "$k61" none
 make_tree 6.12-xz "$k612" none
 echo "$cache"
