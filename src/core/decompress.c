@@ -222,7 +222,7 @@ static int decompress_zstd(int in_fd, Sink *sink) {
         _cleanup_(zstd_freep) ZSTD_DStream *d = NULL;
         _cleanup_free_ uint8_t *ibuf = NULL, *obuf = NULL;
         ZSTD_outBuffer out;
-        size_t hint = 1; /* non-zero: a frame is (or would be) in progress */
+        size_t hint;
         int r;
 
         ibuf = malloc(DECOMPRESS_CHUNK_SIZE);
@@ -233,9 +233,13 @@ static int decompress_zstd(int in_fd, Sink *sink) {
         d = ZSTD_createDStream();
         if (!d)
                 return -ENOMEM;
+        /* From here on, hint != 0 means the decoder is inside a frame (or waiting for the first
+         * one) and wants more input; 0 means the last frame ended cleanly. */
         hint = ZSTD_initDStream(d);
         if (ZSTD_isError(hint))
                 return zstd_error(hint);
+        if (hint == 0)
+                hint = 1;
 
         out = (ZSTD_outBuffer) { .dst = obuf, .size = DECOMPRESS_CHUNK_SIZE };
 
@@ -383,6 +387,8 @@ int decompress_fd_to_fd(CompressionType type, int in_fd, int out_fd, uint64_t ma
         Sink sink = { .fd = out_fd, .max_size = max_size };
         int r;
 
+        if (type < 0 || type >= _COMPRESSION_MAX)
+                return -EOPNOTSUPP;
         if (in_fd < 0 || out_fd < 0)
                 return -EBADF;
 

@@ -84,7 +84,7 @@ static uint64_t rng(void) {
 static Buf make_data(size_t size) {
         static const char *const words[] = {
                 "module", "kernel", "symbol", "alias", "depends", "softdep", "vermagic",
-                "license", "GPL", "\x7f" "ELF", "init_module", "finit", "memfd", "\0\0\0\0",
+                "license", "GPL", "\177ELF", "init_module", "finit", "memfd", "\0\0\0\0",
                 "parm", "srcversion", "retpoline", "intree", "name", "\n", " ", "=",
         };
         Buf b = {};

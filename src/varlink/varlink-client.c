@@ -199,7 +199,7 @@ int varlink_client_read_reply(VarlinkClient *c, uint64_t timeout_usec, json_obje
         int r;
 
         for (;;) {
-                char *end = memchr(c->input + scanned, 0, c->input_size - scanned);
+                char *end = c->input_size > scanned ? memchr(c->input + scanned, 0, c->input_size - scanned) : NULL;
                 if (end) {
                         size_t len = (size_t) (end - c->input);
                         r = client_parse(c, len, ret_parameters, ret_error, ret_continues);

@@ -157,13 +157,17 @@ static VarlinkConnection *connection_unref(VarlinkConnection *c) {
 }
 DEFINE_TRIVIAL_CLEANUP_FUNC(VarlinkConnection *, connection_unref);
 
+static bool connection_has_message(const VarlinkConnection *c) {
+        return c->input_size > 0 && memchr(c->input, 0, c->input_size);
+}
+
 static void connection_update_events(VarlinkConnection *c) {
         uint32_t events = 0;
         bool want_read = !c->read_eof && c->input_size <= VARLINK_MESSAGE_SIZE_MAX;
 
         /* While a call is being answered, stop reading once the next call is
          * complete in the buffer: the client waits for us, not the reverse. */
-        if (want_read && c->current && memchr(c->input, 0, c->input_size))
+        if (want_read && c->current && connection_has_message(c))
                 want_read = false;
         /* Level-triggered: ask for the peer's half-close only while we read, or it fires without end. */
         if (want_read)
@@ -524,6 +528,8 @@ static int connection_parse_one(VarlinkConnection *c) {
         size_t len, parsed;
         int r;
 
+        if (c->input_size == c->input_scanned)
+                return 0;
         end = memchr(c->input + c->input_scanned, 0, c->input_size - c->input_scanned);
         if (!end) {
                 c->input_scanned = c->input_size;
@@ -586,7 +592,7 @@ static int connection_read(VarlinkConnection *c) {
                         break;
                 }
                 c->input_size += (size_t) n;
-                if (c->current && memchr(c->input, 0, c->input_size))
+                if (c->current && connection_has_message(c))
                         break;
         }
         return 0;

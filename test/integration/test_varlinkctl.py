@@ -90,8 +90,8 @@ class Varlinkctl(harness.DaemonTestCase):
         self.assertIn("org.varlink.service.MethodNotImplemented", err)
 
     def test_call_more_monitor(self):
-        argv = self.vc + ["--no-pager", "call", "--more", "--json=short", "unix:" + self.sock,
-                          INTERFACE + ".Monitor", "{}"]
+        argv = self.vc + ["--no-pager", "call", "--more", "--json=short", "--timeout=infinity",
+                          "unix:" + self.sock, INTERFACE + ".Monitor", "{}"]
         p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              stdin=subprocess.DEVNULL)
         lines = queue.Queue()
@@ -104,12 +104,14 @@ class Varlinkctl(harness.DaemonTestCase):
         t.start()
         try:
             first = lines.get(timeout=T(10))
-            self.assertIsNotNone(first, "varlinkctl exited: %r" % p.stderr.read())
+            if first is None:
+                self.fail("varlinkctl exited: %r" % p.stderr.read())
             self.assertEqual(json.loads(first.lstrip(b"\x1e")), {"ready": True})
             with harness.connect(self.sock) as c:
                 c.roundtrip(INTERFACE + ".GetStatistics", {})
             second = lines.get(timeout=T(10))
-            self.assertIsNotNone(second, "varlinkctl exited: %r" % p.stderr.read())
+            if second is None:
+                self.fail("varlinkctl exited: %r" % p.stderr.read())
             self.assertEqual(json.loads(second.lstrip(b"\x1e")), {"event": {
                 "kind": "call", "method": INTERFACE + ".GetStatistics",
                 "uid": 0, "pid": os.getpid()}})
