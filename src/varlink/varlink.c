@@ -256,6 +256,8 @@ static void connection_close(VarlinkConnection *c) {
 static void connection_protocol_error(VarlinkConnection *c) {
         if (c->server)
                 c->server->stats.protocol_errors++;
+        /* Answers to the calls before the broken one are owed: send what the socket takes now. */
+        (void) connection_flush(c);
         connection_close(c);
 }
 
