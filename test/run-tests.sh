@@ -27,7 +27,7 @@ for line in open(sys.argv[1]):
     r = json.loads(line)["result"]
     if r in ("OK", "EXPECTEDFAIL", "SKIP"): p += 1
     else: f += 1
-print(p, f)' "$1/meson-logs/testlog.json")
+print(p, f)' "$1")
         passed=$((passed + $1))
         failed=$((failed + $2))
 }
@@ -39,8 +39,8 @@ run_asan() {
         ninja -C build-asan
         ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1:strict_string_checks=1 \
         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:abort_on_error=1 \
-                meson test -C build-asan --print-errorlogs --num-processes "$jobs" || true
-        count build-asan
+                meson test -C build-asan --print-errorlogs --num-processes "$jobs" --logbase asan || true
+        count build-asan/meson-logs/asan.json
 }
 
 run_valgrind() {
@@ -51,14 +51,11 @@ run_valgrind() {
         # tests (python) start the daemon under valgrind themselves.
         MODLOADD_DAEMON_WRAPPER="$valgrind_cmd" \
                 meson test -C build-valgrind --print-errorlogs --num-processes "$jobs" \
-                --suite integration || true
-        mv build-valgrind/meson-logs/testlog.json build-valgrind/meson-logs/testlog-integration.json
+                --suite integration --logbase valgrind-integration || true
+        count build-valgrind/meson-logs/valgrind-integration.json
         meson test -C build-valgrind --print-errorlogs --num-processes "$jobs" --no-suite integration \
-                --wrapper "$valgrind_cmd" --timeout-multiplier 5 || true
-        count build-valgrind
-        mv build-valgrind/meson-logs/testlog.json build-valgrind/meson-logs/testlog-direct.json
-        cp build-valgrind/meson-logs/testlog-integration.json build-valgrind/meson-logs/testlog.json
-        count build-valgrind
+                --wrapper "$valgrind_cmd" --timeout-multiplier 5 --logbase valgrind-direct || true
+        count build-valgrind/meson-logs/valgrind-direct.json
 }
 
 [ $# -gt 0 ] || set -- asan valgrind

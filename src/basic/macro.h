@@ -76,3 +76,16 @@ static inline int negative_errno(void) {
 #define isempty(s) (!(s) || (s)[0] == '\0')
 
 #define sizeof_field(type, member) sizeof(((type *) 0)->member)
+
+/* Whether x equals one of the following values. */
+#define IN_SET(x, ...)                                                  \
+        ({                                                              \
+                const __typeof__(x) _set_[] = { __VA_ARGS__ };          \
+                bool _found_ = false;                                   \
+                for (size_t _i_ = 0; _i_ < ELEMENTSOF(_set_); _i_++)    \
+                        if (_set_[_i_] == (x)) {                        \
+                                _found_ = true;                         \
+                                break;                                  \
+                        }                                               \
+                _found_;                                                \
+        })

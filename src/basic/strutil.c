@@ -2,6 +2,8 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "strutil.h"
@@ -63,4 +65,15 @@ bool string_has_cc(const char *s) {
                 if ((unsigned char) *s < ' ' || *s == 0x7f)
                         return true;
         return false;
+}
+
+char *strdup_printf(const char *format, ...) {
+        va_list ap;
+        char *s;
+        int r;
+
+        va_start(ap, format);
+        r = vasprintf(&s, format, ap);
+        va_end(ap);
+        return r < 0 ? NULL : s;
 }

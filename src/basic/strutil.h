@@ -17,3 +17,6 @@ static inline const char *startswith(const char *s, const char *prefix) {
 int safe_atou64(const char *s, uint64_t *ret);
 int parse_timeout_usec(const char *s, uint64_t *ret);
 bool string_has_cc(const char *s);
+
+/* A newly allocated formatted string, or NULL when out of memory. */
+char *strdup_printf(const char *format, ...) _printf_(1, 2);

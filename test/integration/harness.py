@@ -8,12 +8,12 @@ Environment:
   MODLOADD_SOURCE_ROOT     source tree (default: two levels above this file)
   MODLOADD_TEST_CACHE      cache for the Debian 13 peers (varlinkctl 257,
                            python3-varlink); fetched with test/fetch-tools.sh
-                           when missing
+                           when missing (default as fetch-tools.sh:
+                           $XDG_CACHE_HOME/modloadd-test)
   MODLOADD_TEST_TIMEOUT_SCALE  multiply every timeout (default 1, or 5 when
                            a wrapper is set)
 """
 
-import errno
 import json
 import os
 import shlex
@@ -65,7 +65,7 @@ READY_TIMEOUT = 60.0
 def daemon_path():
     p = os.environ.get("MODLOADD_DAEMON")
     if not p:
-        raise unittest.SkipTest("MODLOADD_DAEMON is not set")
+        raise RuntimeError("MODLOADD_DAEMON is not set (path of the daemon binary to test)")
     p = os.path.abspath(p)
     if not os.access(p, os.X_OK):
         raise RuntimeError("MODLOADD_DAEMON=%s is not executable" % p)
@@ -106,7 +106,9 @@ def tools_root():
         return _tools_root
     cache = os.environ.get("MODLOADD_TEST_CACHE")
     if not cache:
-        raise unittest.SkipTest("MODLOADD_TEST_CACHE is not set")
+        # the same default as test/fetch-tools.sh
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        cache = os.path.join(xdg, "modloadd-test")
     root = os.path.join(cache, "trixie-root")
     if not os.path.exists(os.path.join(root, ".complete-v1")):
         fetch = os.path.join(os.path.dirname(HERE), "fetch-tools.sh")
@@ -140,9 +142,31 @@ def python_varlink_path():
 # Temporary directory reachable by an unprivileged uid
 
 
+def require_root():
+    if os.geteuid() != 0:
+        raise unittest.SkipTest("needs root (unprivileged peers, root-only methods)")
+
+
+def _reachable_base():
+    """A temp base every uid can traverse, short enough for socket paths."""
+    base = tempfile.gettempdir()
+    if len(base) > 60:
+        return "/tmp"
+    p = os.path.abspath(base)
+    while True:
+        try:
+            if not os.stat(p).st_mode & stat.S_IXOTH:
+                return "/tmp"
+        except OSError:
+            return "/tmp"
+        if p == "/":
+            return base
+        p = os.path.dirname(p)
+
+
 class TempDir:
     def __init__(self):
-        base = tempfile.gettempdir()
+        base = _reachable_base()
         self.path = tempfile.mkdtemp(prefix="modloadd-it-", dir=base)
         os.chmod(self.path, 0o755)
 
@@ -308,7 +332,11 @@ class Conn:
         if sock is None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
             sock.settimeout(self.timeout)
-            sock.connect(path)
+            try:
+                sock.connect(path)
+            except BaseException:
+                sock.close()
+                raise
         self.sock = sock
         self.buf = b""
         self.eof = False
@@ -419,6 +447,7 @@ def connect_as(path, uid=NOBODY, gid=NOBODY, count=1):
     the connected fds are handed back over SCM_RIGHTS so the test keeps them
     after the child exits.  Returns a list of Conn (a connect() that failed is
     reported as an exception)."""
+    require_root()
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
     if pid == 0:
@@ -531,9 +560,14 @@ class DaemonTestCase(unittest.TestCase):
                 self.assert_serving()
             else:
                 sys.stderr.write("\n" + self.daemon.describe() + "\n")
-            self.daemon.stop(check=True)
         except BaseException:
             sys.stderr.write("\n" + self.daemon.describe() + "\n")
+            self.daemon.kill()
+            self.tmp.cleanup()
+            raise
+        try:
+            self.daemon.stop(check=True)  # its message carries the daemon's stderr
+        except BaseException:
             self.daemon.kill()
             raise
         finally:

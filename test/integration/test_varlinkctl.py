@@ -84,6 +84,7 @@ class Varlinkctl(harness.DaemonTestCase):
         self.assertIn("org.varlink.service.MethodNotFound", err)
 
     def test_call_permission_semantics(self):
+        harness.require_root()
         rc, out, err = self.varlinkctl("call", self.sock, INTERFACE + ".Load",
                                        '{"names":["btrfs"]}', check=False)
         self.assertNotEqual(rc, 0)
@@ -114,7 +115,7 @@ class Varlinkctl(harness.DaemonTestCase):
                 self.fail("varlinkctl exited: %r" % p.stderr.read())
             self.assertEqual(json.loads(second.lstrip(b"\x1e")), {"event": {
                 "kind": "call", "method": INTERFACE + ".GetStatistics",
-                "uid": 0, "pid": os.getpid()}})
+                "uid": os.getuid(), "pid": os.getpid()}})
             self.assertIsNone(p.poll(), "varlinkctl --more exited early")
         finally:
             p.kill()
@@ -136,6 +137,53 @@ class Varlinkctl(harness.DaemonTestCase):
         self.varlinkctl("validate-idl", path)
 
 
+# The exec: target used to check how the daemon ends: it starts the daemon
+# (behind the wrapper, if any) as its child on the fd 3 varlinkctl passed,
+# with LISTEN_PID naming the child, and records the child's wait status.
+# varlinkctl sends SIGTERM when it is done; the supervisor does not pass it
+# on, so the daemon has to notice the EOF on fd 3 and exit by itself.
+SUPERVISOR = """#!%(python)s
+import json, os, signal, sys
+seen = []
+def note(sig, frame):
+    seen.append(sig)
+for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(s, note)
+argv = %(argv)r
+pid = os.fork()
+if pid == 0:
+    fd = os.open(%(stderr)r, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 2)
+    os.environ["LISTEN_PID"] = str(os.getpid())
+    os.execv(argv[0], argv)
+while True:
+    try:
+        _, status = os.waitpid(pid, 0)
+        break
+    except InterruptedError:
+        pass
+with open(%(result)r + ".tmp", "w") as f:
+    json.dump({"pid": pid, "status": status, "signals": seen}, f)
+os.rename(%(result)r + ".tmp", %(result)r)
+"""
+
+
+def processes_with_marker(marker):
+    needle = ("MODLOADD_TEST_MARKER=" + marker).encode() + b"\0"
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/environ" % d, "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        if needle in env and harness.pid_alive(int(d)):
+            found.append(int(d))
+    return found
+
+
 class VarlinkctlExec(unittest.TestCase):
     """varlinkctl starting the daemon itself on a connected fd 3 (exec:)."""
 
@@ -152,57 +200,77 @@ class VarlinkctlExec(unittest.TestCase):
     def tearDown(self):
         self.tmp.cleanup()
 
-    def make_script(self, name):
-        pidfile = self.tmp.join(name + ".pid")
-        errfile = self.tmp.join(name + ".stderr")
-        script = self.tmp.join(name + ".sh")
+    def direct_target(self):
+        """The daemon itself, or a script exec'ing wrapper + daemon."""
+        if not harness.wrapper_prefix():
+            return harness.daemon_path()
+        script = self.tmp.join("exec-wrapper.sh")
         with open(script, "w") as f:
-            f.write("#!/bin/sh\n"
-                    "echo $$ >%s\n"
-                    "exec 2>>%s\n"
-                    "exec %s\n" % (shlex.quote(pidfile), shlex.quote(errfile),
-                                   " ".join(shlex.quote(a) for a in harness.daemon_command())))
+            f.write("#!/bin/sh\nexec 2>>%s\nexec %s\n" % (
+                shlex.quote(self.tmp.join("exec.stderr")),
+                " ".join(shlex.quote(a) for a in harness.daemon_command())))
         os.chmod(script, 0o755)
-        return script, pidfile, errfile
+        return script
 
-    def exec_run(self, name, *args):
-        script, pidfile, errfile = self.make_script(name)
+    def varlinkctl_exec(self, target, *args):
+        marker = os.urandom(8).hex()
         env = dict(os.environ)
         for k in ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
             env.pop(k, None)
-        r = run(self.vc + ["--no-pager"] + [a.replace("@ADDR@", "exec:" + script) for a in args],
-                env=env)
-        with open(pidfile) as f:
-            pid = int(f.read())
-        gone = harness.wait_until(lambda: not harness.pid_alive(pid), T(10))
-        try:
-            with open(errfile) as f:
-                daemon_err = f.read()
-        except OSError:
-            daemon_err = ""
+        env["MODLOADD_TEST_MARKER"] = marker
+        argv = self.vc + ["--no-pager"] + [a.replace("@ADDR@", "exec:" + target) for a in args]
+        r = run(argv, env=env)
+        left = harness.wait_until(lambda: not processes_with_marker(marker), T(10))
         msg = "varlinkctl %s: exit %d\nstdout:\n%s\nstderr:\n%s\ndaemon stderr:\n%s" % (
             " ".join(args), r.returncode, r.stdout.decode(errors="replace"),
-            r.stderr.decode(errors="replace"), daemon_err)
+            r.stderr.decode(errors="replace"), self.daemon_stderr())
         self.assertEqual(r.returncode, 0, msg)
-        self.assertTrue(gone, "daemon pid %d still running after varlinkctl returned\n%s" % (pid, msg))
-        self.assertIsNone(SANITIZER_MARKERS.search(daemon_err), msg)
+        self.assertTrue(left, "exec: daemon still running after varlinkctl returned: pids %s\n%s"
+                        % (processes_with_marker(marker), msg))
+        self.assertIsNone(SANITIZER_MARKERS.search(self.daemon_stderr()), msg)
         return r.stdout.decode()
 
+    def daemon_stderr(self):
+        try:
+            with open(self.tmp.join("exec.stderr"), errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
     def test_exec_call(self):
-        out = self.exec_run("call", "call", "--json=short", "@ADDR@", INTERFACE + ".GetStatistics", "{}")
+        out = self.varlinkctl_exec(self.direct_target(), "call", "--json=short", "@ADDR@",
+                                   INTERFACE + ".GetStatistics", "{}")
         s = json.loads(out)
         for k in harness.STAT_FIELDS:
             self.assertIs(type(s.get(k)), int, k)
         self.assertEqual(s["connections"], 1)
 
     def test_exec_introspect(self):
-        out = self.exec_run("introspect", "introspect", "@ADDR@", INTERFACE)
+        out = self.varlinkctl_exec(self.direct_target(), "introspect", "@ADDR@", INTERFACE)
         self.assertIn("interface io.modloadd.Manager", out)
         self.assertIn("method GetStatistics", out)
 
     def test_exec_info(self):
-        out = self.exec_run("info", "info", "@ADDR@")
+        out = self.varlinkctl_exec(self.direct_target(), "info", "@ADDR@")
         self.assertIn(INTERFACE, out)
+
+    def test_exec_exits_at_eof(self):
+        script = self.tmp.join("supervisor.py")
+        result = self.tmp.join("supervisor.json")
+        with open(script, "w") as f:
+            f.write(SUPERVISOR % {"python": sys.executable, "argv": harness.daemon_command(),
+                                  "stderr": self.tmp.join("exec.stderr"), "result": result})
+        os.chmod(script, 0o755)
+        out = self.varlinkctl_exec(script, "call", "--json=short", "@ADDR@",
+                                   INTERFACE + ".GetStatistics", "{}")
+        self.assertIn("calls", json.loads(out))
+        self.assertTrue(harness.wait_until(lambda: os.path.exists(result), T(10)),
+                        "the exec: daemon did not exit\n" + self.daemon_stderr())
+        with open(result) as f:
+            res = json.load(f)
+        self.assertTrue(os.WIFEXITED(res["status"]) and os.WEXITSTATUS(res["status"]) == 0,
+                        "exec: daemon ended with wait status %#x\n%s" % (res["status"], self.daemon_stderr()))
+        self.assertFalse(harness.pid_alive(res["pid"]))
 
 
 if __name__ == "__main__":

@@ -56,7 +56,9 @@ kernel_meta() {
                 mv "$dir/usr/lib/modules" "$dir/lib/modules"
         fi
         kv=$(ls "$dir/lib/modules")
-        [ -n "$kv" ] && [ "$(echo "$kv" | wc -l)" -eq 1 ] || die "expected one module folder in $dir/lib/modules"
+        if [ -z "$kv" ] || [ "$(echo "$kv" | wc -l)" -ne 1 ]; then
+                die "expected one module folder in $dir/lib/modules"
+        fi
         echo "$kv" >"$dir/kver"
         ln -sf "boot/vmlinuz-$kv" "$dir/vmlinuz"
         ln -sf "boot/config-$kv" "$dir/config"
@@ -113,7 +115,7 @@ make_tree() {
         tree=$cache/trees/$name
         [ -f "$tree/.complete-v1" ] && return 0
         kv=$(cat "$kdir/kver")
-        log "building tree $name ($comp)"
+        if [ "$comp" = none ]; then log "building tree $name (modules as shipped)"; else log "building tree $name (recompressing: $comp)"; fi
         rm -rf "$tree.tmp"
         mkdir -p "$tree.tmp/lib/modules"
         # hard links: compressing (-f: despite the links) writes a new file and
@@ -132,7 +134,7 @@ make_tree() {
         case $comp in
         xz)   find "$m" -name '*.ko' -print0 | xargs -0 -r -P "$jobs" -n 16 xz -q -f --check=crc32 --lzma2=dict=1MiB ;;
         zstd) find "$m" -name '*.ko' -print0 | xargs -0 -r -P "$jobs" -n 16 zstd -q -f --rm ;;
-        gzip) find "$m" -name '*.ko' -print0 | xargs -0 -r -P "$jobs" -n 16 gzip -f -n -9 ;;
+        gzip) find "$m" -name '*.ko' -print0 | xargs -0 -r -P "$jobs" -n 16 gzip -f -n ;;
         none) ;;
         *) die "unknown compression $comp" ;;
         esac

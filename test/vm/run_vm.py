@@ -10,7 +10,7 @@ scenario's exit status.  Command line: run-vm.py --help.  Python:
     k = run_vm.kernel_for_tree("6.1-xz")          # Kernel(vmlinuz, kver, tree)
     img.add_modules(k.tree, k.kver)
     res = run_vm.run(img, k.vmlinuz, timeout=120, log="vm.log")
-    res.rc, res.output, res.seconds
+    res.rc, res.output, res.seconds, res.boot_seconds
 
 run() raises VMError when the guest times out, panics or ends without the
 end marker; boot() does the same for a prebuilt image.
@@ -20,6 +20,7 @@ import argparse
 import collections
 import os
 import re
+import selectors
 import subprocess
 import sys
 import tempfile
@@ -28,7 +29,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mkinitrd  # noqa: E402
 
-Result = collections.namedtuple("Result", "rc output seconds log")
+# seconds: whole run; boot_seconds: until /init started the scenario
+Result = collections.namedtuple("Result", "rc output seconds log boot_seconds")
 Kernel = collections.namedtuple("Kernel", "vmlinuz kver tree")
 
 _END = re.compile(r"^%s (\d+)\r?$" % re.escape(mkinitrd.END_MARKER), re.M)
@@ -75,7 +77,7 @@ def qemu_command(vmlinuz, initrd, smp=2, mem=1024, append="", qemu="qemu-system-
 
 
 def boot(vmlinuz, initrd, timeout=120, log=None, echo=False, **qemu_kw):
-    """Boot; return Result(rc, output, seconds, log).  Output is the serial
+    """Boot; return Result(rc, output, seconds, log, boot_seconds).  Output is the serial
     console with carriage returns removed."""
     cmd = qemu_command(vmlinuz, initrd, **qemu_kw)
     start = time.monotonic()
@@ -84,8 +86,9 @@ def boot(vmlinuz, initrd, timeout=120, log=None, echo=False, **qemu_kw):
     chunks = []
     logf = open(log, "wb") if log else None
     timed_out = False
+    started = None
+    tail = b""
     try:
-        import selectors
         sel = selectors.DefaultSelector()
         sel.register(proc.stdout, selectors.EVENT_READ)
         while True:
@@ -99,6 +102,10 @@ def boot(vmlinuz, initrd, timeout=120, log=None, echo=False, **qemu_kw):
             if not data:
                 break
             chunks.append(data)
+            if started is None:
+                tail = tail[-64:] + data
+                if mkinitrd.START_MARKER.encode() in tail:
+                    started = time.monotonic() - start
             if logf:
                 logf.write(data)
                 logf.flush()
@@ -117,7 +124,7 @@ def boot(vmlinuz, initrd, timeout=120, log=None, echo=False, **qemu_kw):
     for m in _END.finditer(output):
         pass
     if m:
-        return Result(int(m.group(1)), output, seconds, log)
+        return Result(int(m.group(1)), output, seconds, log, started)
     tail = "\n".join(output.splitlines()[-15:])
     if timed_out:
         why = "timed out after %ds" % timeout
@@ -153,6 +160,8 @@ def main(argv=None):
     p.add_argument("--smp", type=int, default=2)
     p.add_argument("--mem", type=int, default=1024, help="MiB (1024)")
     p.add_argument("--append", default="", help="extra kernel command line")
+    p.add_argument("--qemu-arg", action="append", default=[], metavar="ARG",
+                   help="extra qemu argument, e.g. --qemu-arg=-cpu --qemu-arg=max (repeatable)")
     p.add_argument("--log", help="write the serial console here")
     p.add_argument("--quiet", action="store_true", help="do not echo the console")
     mkinitrd.add_arguments(p)
@@ -165,7 +174,7 @@ def main(argv=None):
     if not a.kernel:
         p.error("--kernel or --tree is required")
     kw = dict(timeout=a.timeout, log=a.log, echo=not a.quiet, smp=a.smp, mem=a.mem,
-              append=a.append)
+              append=a.append, extra_args=a.qemu_arg)
     try:
         if a.initrd:
             res = boot(a.kernel, a.initrd, **kw)
@@ -175,7 +184,8 @@ def main(argv=None):
     except VMError as e:
         print("run-vm: %s" % e, file=sys.stderr)
         return 125
-    print("run-vm: scenario exit status %d, %.1f s" % (res.rc, res.seconds), file=sys.stderr)
+    print("run-vm: scenario exit status %d, %.1f s (scenario started at %.1f s)"
+          % (res.rc, res.seconds, res.boot_seconds or 0), file=sys.stderr)
     return res.rc
 
 

@@ -19,7 +19,6 @@ should work fails or a VM fails.
 import argparse
 import os
 import re
-import shlex
 import sys
 import time
 
@@ -116,12 +115,12 @@ def main(argv=None):
                 print("\n".join("  | " + l for l in res.output.splitlines()[-40:]))
         rows.append((name, status, res.seconds, total, r))
         if status == "XFAIL":
-            print("%-16s XFAIL (%s)  vm %.1fs (image+vm %.1fs)"
-                  % (name, r.get("reason", "?"), res.seconds, total))
+            print("%-16s XFAIL (%s)  boot %.1fs vm %.1fs (image+vm %.1fs)"
+                  % (name, r.get("reason", "?"), res.boot_seconds or 0, res.seconds, total))
         else:
-            print("%-16s %-5s vm %5.1fs (image+vm %5.1fs)  single %sms  %dx: %sms  "
+            print("%-16s %-5s boot %4.1fs vm %5.1fs (image+vm %5.1fs)  single %sms  %dx: %sms  "
                   "init_module=%s finit_module=%s (compressed %s) EEXIST=%s bytes=%s errors=%s"
-                  % (name, status, res.seconds, total, r.get("single_ms", "?"),
+                  % (name, status, res.boot_seconds or 0, res.seconds, total, r.get("single_ms", "?"),
                      a.concurrency, r.get("concurrent_ms", "?"), r.get("init_module", "?"),
                      r.get("finit_module", "?"), r.get("compressed_finit", "?"),
                      r.get("eexist", "?"), r.get("bytes_to_kernel", "?"), r.get("errors", "?")))

@@ -12,8 +12,9 @@ D=/lib/modules/$KV
 ms() { awk '{printf "%d\n", $1 * 1000}' /proc/uptime; }
 loaded() { grep -q "^$1 " /proc/modules; }
 unload_all() {
-        for pass in 1 2 3 4 5 6; do
+        for _ in 1 2 3 4 5 6; do
                 grep -q . /proc/modules || return 0
+                # shellcheck disable=SC2013 # module names are words
                 for m in $(awk '{print $1}' /proc/modules); do
                         /sbin/rmmod "$m" 2>/dev/null || $MP -r "$m" 2>/dev/null
                 done
@@ -65,6 +66,7 @@ echo "RESULT unloaded=yes"
 rm -f /tmp/trace /tmp/rc.*
 export MP N
 t0=$(ms)
+# shellcheck disable=SC2016 # expanded by the inner shell
 $STRACE -f -qq -o /tmp/trace -e trace=init_module,finit_module -e signal=none /bin/sh -c '
         i=1
         while [ $i -le $N ]; do

@@ -1,0 +1,496 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "executor.h"
+#include "i18n.h"
+#include "json-util.h"
+#include "log.h"
+#include "strutil.h"
+#include "strv.h"
+#include "timeutil.h"
+#include "varlink-client.h"
+
+/* Exit statuses a shell can tell apart. */
+#define EXIT_MODULE_FAILED 1 /* a module failed, was not found or is in use */
+#define EXIT_USAGE 2         /* bad command line */
+#define EXIT_NO_DAEMON 3     /* the daemon could not be reached or did not answer */
+
+#define CALL_TIMEOUT_USEC (120 * USEC_PER_SEC)
+#define CONNECT_TIMEOUT_USEC (5 * USEC_PER_SEC)
+
+static const char *arg_address = NULL;
+static bool arg_local = false;
+static bool arg_json = false;
+static const char *arg_parameters = NULL;
+static bool arg_use_blacklist = false;
+static bool arg_ignore_install = false;
+static bool arg_dry_run = false;
+static bool arg_first_time = false;
+static bool arg_force_vermagic = false;
+static bool arg_force_modversion = false;
+static bool arg_force = false;
+static bool arg_remove_holders = false;
+static uint64_t arg_wait_usec = 0;
+static LoadPolicy arg_policy = LOAD_POLICY_AUTO;
+static const char *arg_module_dir = NULL;
+static char **arg_config = NULL;
+
+static void help(void) {
+        printf(_("%s [OPTIONS...] COMMAND [NAME...]\n"
+                 "\n"
+                 "Load and unload kernel modules through modloadd.\n"
+                 "\n"
+                 "Commands:\n"
+                 "  load NAME...           Load modules and what they depend on\n"
+                 "  unload NAME...         Unload modules\n"
+                 "  describe NAME          Show what loading NAME would do\n"
+                 "\n"
+                 "Options:\n"
+                 "  -h --help              Show this help\n"
+                 "     --version          Show the version\n"
+                 "     --address=ADDRESS  The daemon's socket (default: %s)\n"
+                 "     --local            Do the work in this process, without the daemon\n"
+                 "     --json             Print JSON\n"
+                 "  -p --parameters=TEXT   Module parameters for the named modules\n"
+                 "  -b --use-blacklist     Apply the blacklist to module names too\n"
+                 "  -i --ignore-install    Ignore install and remove commands\n"
+                 "  -n --dry-run           Resolve, but do not load or unload\n"
+                 "     --first-time       Fail if the module is already (not) loaded\n"
+                 "     --force-vermagic   Ignore the module's version magic\n"
+                 "     --force-modversion Ignore the module's symbol versions\n"
+                 "  -f --force             Unload even when in use (dangerous)\n"
+                 "     --remove-holders   Unload the modules that use it first\n"
+                 "  -w --wait=MSEC         Wait this long for a module to become unused\n"
+                 "     --policy=POLICY    With --local: auto, userspace or kernel decompression\n"
+                 "     --module-dir=DIR   With --local: the module directory (lib/modules/VERSION)\n"
+                 "     --config=PATH      With --local: a modprobe.d file or directory (repeatable)\n"),
+               program_invocation_short_name, MODLOADD_SOCKET_PATH);
+}
+
+static int parse_argv(int argc, char *argv[]) {
+        enum {
+                ARG_VERSION = 0x100,
+                ARG_ADDRESS,
+                ARG_LOCAL,
+                ARG_JSON,
+                ARG_FIRST_TIME,
+                ARG_FORCE_VERMAGIC,
+                ARG_FORCE_MODVERSION,
+                ARG_REMOVE_HOLDERS,
+                ARG_POLICY,
+                ARG_MODULE_DIR,
+                ARG_CONFIG,
+        };
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                { "address", required_argument, NULL, ARG_ADDRESS },
+                { "local", no_argument, NULL, ARG_LOCAL },
+                { "json", no_argument, NULL, ARG_JSON },
+                { "parameters", required_argument, NULL, 'p' },
+                { "use-blacklist", no_argument, NULL, 'b' },
+                { "ignore-install", no_argument, NULL, 'i' },
+                { "dry-run", no_argument, NULL, 'n' },
+                { "first-time", no_argument, NULL, ARG_FIRST_TIME },
+                { "force-vermagic", no_argument, NULL, ARG_FORCE_VERMAGIC },
+                { "force-modversion", no_argument, NULL, ARG_FORCE_MODVERSION },
+                { "force", no_argument, NULL, 'f' },
+                { "remove-holders", no_argument, NULL, ARG_REMOVE_HOLDERS },
+                { "wait", required_argument, NULL, 'w' },
+                { "policy", required_argument, NULL, ARG_POLICY },
+                { "module-dir", required_argument, NULL, ARG_MODULE_DIR },
+                { "config", required_argument, NULL, ARG_CONFIG },
+                {},
+        };
+        uint64_t u;
+        int c;
+
+        while ((c = getopt_long(argc, argv, "hp:binfw:", options, NULL)) >= 0)
+                switch (c) {
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("%s %s\n", PACKAGE_NAME, PACKAGE_VERSION);
+                        return 0;
+                case ARG_ADDRESS:
+                        arg_address = optarg;
+                        break;
+                case ARG_LOCAL:
+                        arg_local = true;
+                        break;
+                case ARG_JSON:
+                        arg_json = true;
+                        break;
+                case 'p':
+                        arg_parameters = optarg;
+                        break;
+                case 'b':
+                        arg_use_blacklist = true;
+                        break;
+                case 'i':
+                        arg_ignore_install = true;
+                        break;
+                case 'n':
+                        arg_dry_run = true;
+                        break;
+                case ARG_FIRST_TIME:
+                        arg_first_time = true;
+                        break;
+                case ARG_FORCE_VERMAGIC:
+                        arg_force_vermagic = true;
+                        break;
+                case ARG_FORCE_MODVERSION:
+                        arg_force_modversion = true;
+                        break;
+                case 'f':
+                        arg_force = true;
+                        break;
+                case ARG_REMOVE_HOLDERS:
+                        arg_remove_holders = true;
+                        break;
+                case 'w':
+                        if (safe_atou64(optarg, &u) < 0 || u > UINT64_MAX / USEC_PER_MSEC) {
+                                log_error(_("Invalid wait time: %s"), optarg);
+                                return -EINVAL;
+                        }
+                        arg_wait_usec = u * USEC_PER_MSEC;
+                        break;
+                case ARG_POLICY:
+                        arg_policy = load_policy_from_string(optarg);
+                        if (arg_policy < 0) {
+                                log_error(_("Invalid policy: %s (auto, userspace or kernel)"), optarg);
+                                return -EINVAL;
+                        }
+                        break;
+                case ARG_MODULE_DIR:
+                        arg_module_dir = optarg;
+                        break;
+                case ARG_CONFIG:
+                        if (strv_extend(&arg_config, optarg) < 0)
+                                return log_oom();
+                        break;
+                default:
+                        return -EINVAL;
+                }
+        return 1;
+}
+
+/* --- output --------------------------------------------------------------- */
+
+static void print_outcomes_json(const Outcome *outcomes, size_t n) {
+        _cleanup_(json_object_putp) json_object *top = json_object_new_object(), *arr = json_object_new_array();
+
+        if (!top || !arr)
+                return (void) log_oom();
+        for (size_t i = 0; i < n; i++)
+                if (json_object_array_add(arr, outcome_to_json(&outcomes[i])) < 0)
+                        return (void) log_oom();
+        if (json_add(top, "outcomes", TAKE_PTR(arr)) < 0)
+                return (void) log_oom();
+        puts(json_object_to_json_string_ext(top, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
+/* An aligned table for people: one row per name; messages of failures follow. */
+static void print_outcomes_table(const Outcome *outcomes, size_t n) {
+        int wn = (int) strlen(_("NAME")), wr = (int) strlen(_("RESULT"));
+
+        for (size_t i = 0; i < n; i++) {
+                wn = MAX(wn, (int) strlen(outcomes[i].name));
+                wr = MAX(wr, (int) strlen(outcome_result_to_string(outcomes[i].result)));
+        }
+        printf("%-*s  %-*s  %-6s  %s\n", wn, _("NAME"), wr, _("RESULT"), _("SHARED"), _("MODULES"));
+        for (size_t i = 0; i < n; i++) {
+                printf("%-*s  %-*s  %-6s  ", wn, outcomes[i].name, wr,
+                       outcome_result_to_string(outcomes[i].result), outcomes[i].shared ? _("yes") : _("no"));
+                for (char **m = outcomes[i].modules; m && *m; m++)
+                        printf("%s%s", m == outcomes[i].modules ? "" : " ", *m);
+                putchar('\n');
+        }
+        for (size_t i = 0; i < n; i++)
+                if (outcomes[i].message)
+                        fprintf(stderr, "%s: %s\n", outcomes[i].name, outcomes[i].message);
+}
+
+static int finish_outcomes(Outcome *outcomes, size_t n) {
+        int ret = EXIT_SUCCESS;
+
+        if (arg_json)
+                print_outcomes_json(outcomes, n);
+        else
+                print_outcomes_table(outcomes, n);
+        for (size_t i = 0; i < n; i++) {
+                if (!outcome_result_is_success(outcomes[i].result))
+                        ret = EXIT_MODULE_FAILED;
+                outcome_done(&outcomes[i]);
+        }
+        return ret;
+}
+
+/* --- in-process ----------------------------------------------------------- */
+
+static ResolveFlags resolve_flags(void) {
+        return (arg_use_blacklist ? RESOLVE_APPLY_BLACKLIST : 0) | (arg_ignore_install ? RESOLVE_IGNORE_INSTALL : 0) |
+               (arg_first_time ? RESOLVE_FIRST_TIME : 0) | (arg_remove_holders ? RESOLVE_REMOVE_HOLDERS : 0);
+}
+
+static int local_setup(Resolver **ret_resolver, Loader **ret_loader) {
+        int r;
+
+        r = resolver_new(ret_resolver, &(ResolverConfig) {
+                                               .module_dir = arg_module_dir,
+                                               .config_paths = (const char *const *) arg_config,
+                                       });
+        if (r < 0)
+                return log_error_errno(r, _("Cannot read the module indexes: %m"));
+        if (!ret_loader)
+                return 0;
+        r = loader_new(ret_loader, arg_policy, NULL);
+        if (r < 0)
+                return log_error_errno(r, _("Cannot set up the loader: %m"));
+        return 0;
+}
+
+static int local_run(bool unload, char **names, size_t n) {
+        _cleanup_(resolver_freep) Resolver *resolver = NULL;
+        _cleanup_(loader_freep) Loader *loader = NULL;
+        _cleanup_free_ Outcome *outcomes = NULL;
+        int r;
+
+        r = local_setup(&resolver, unload ? NULL : &loader);
+        if (r < 0)
+                return EXIT_MODULE_FAILED;
+        outcomes = calloc(n, sizeof(Outcome));
+        if (!outcomes)
+                return log_oom(), EXIT_FAILURE;
+
+        for (size_t i = 0; i < n; i++) {
+                if (unload)
+                        r = execute_unload(resolver,
+                                           &(UnloadRequest) {
+                                                   .name = names[i],
+                                                   .resolve_flags = resolve_flags(),
+                                                   .force = arg_force,
+                                                   .wait_usec = arg_wait_usec,
+                                                   .dry_run = arg_dry_run,
+                                           },
+                                           &outcomes[i]);
+                else
+                        r = execute_load(resolver, loader,
+                                         &(LoadRequest) {
+                                                 .name = names[i],
+                                                 .parameters = arg_parameters,
+                                                 .resolve_flags = resolve_flags(),
+                                                 .load_flags = (arg_force_vermagic ? LOAD_FORCE_VERMAGIC : 0) |
+                                                               (arg_force_modversion ? LOAD_FORCE_MODVERSION : 0),
+                                                 .dry_run = arg_dry_run,
+                                         },
+                                         NULL, &outcomes[i]);
+                if (r == -EINVAL) {
+                        /* The same answer the daemon gives: this is no name a module could have. */
+                        outcomes[i] = (Outcome) { .name = strdup(names[i]), .modules = calloc(1, sizeof(char *)),
+                                                  .result = OUTCOME_FAILED, .error = -EINVAL };
+                        (void) outcome_set_message(&outcomes[i], _("Invalid module name"));
+                } else if (r < 0) {
+                        for (size_t k = 0; k < i; k++)
+                                outcome_done(&outcomes[k]);
+                        return log_error_errno(r, "%s: %m", names[i]), EXIT_FAILURE;
+                }
+        }
+        return finish_outcomes(outcomes, n);
+}
+
+static void print_step(const Step *s) {
+        switch (s->kind) {
+        case STEP_INSMOD:
+                printf("insmod %s %s\n", s->path ?: s->module, s->options ?: "");
+                break;
+        case STEP_BUILTIN:
+                printf("builtin %s\n", s->module);
+                break;
+        case STEP_INSTALL:
+        case STEP_REMOVE: {
+                _cleanup_free_ char *cmd = NULL;
+                if (step_expand_command(s, &cmd) >= 0)
+                        printf("%s %s\n", s->kind == STEP_INSTALL ? "install" : "remove", cmd);
+                break;
+        }
+        case STEP_RMMOD:
+                printf("rmmod %s\n", s->module);
+                break;
+        default:
+                break;
+        }
+}
+
+static int local_describe(const char *name) {
+        _cleanup_(resolver_freep) Resolver *resolver = NULL;
+        _cleanup_(plan_freep) Plan *plan = NULL;
+        int r;
+
+        if (local_setup(&resolver, NULL) < 0)
+                return EXIT_MODULE_FAILED;
+        if (!request_name_is_valid(name)) {
+                log_error(_("Invalid module name: %s"), name);
+                return EXIT_MODULE_FAILED;
+        }
+        r = resolver_plan_load(resolver, name, arg_parameters,
+                               resolve_flags() | RESOLVE_IGNORE_LOADED, &plan);
+        if (r == -ENOENT) {
+                log_error(_("Module %s not found in directory %s"), name, resolver_module_dir(resolver));
+                return EXIT_MODULE_FAILED;
+        }
+        if (r < 0)
+                return log_error_errno(r, "%s: %m", name), EXIT_MODULE_FAILED;
+        if (plan->result == PLAN_RESULT_BLACKLISTED) {
+                log_error(_("Module %s is blacklisted"), name);
+                return EXIT_MODULE_FAILED;
+        }
+        for (size_t i = 0; i < plan->n_steps; i++)
+                print_step(&plan->steps[i]);
+        return EXIT_SUCCESS;
+}
+
+/* --- through the daemon --------------------------------------------------- */
+
+static const char *daemon_address(void) {
+        return arg_address ?: getenv("MODLOADD_ADDRESS") ?: MODLOADD_SOCKET_PATH;
+}
+
+static int daemon_call(const char *method, json_object *params, json_object **ret) {
+        _cleanup_(varlink_client_freep) VarlinkClient *c = NULL;
+        _cleanup_free_ char *error = NULL;
+        json_object *reply = NULL;
+        int r;
+
+        r = varlink_client_connect(&c, daemon_address(), CONNECT_TIMEOUT_USEC);
+        if (r < 0) {
+                log_error_errno(r, _("Cannot reach modloadd at %s: %m"), daemon_address());
+                return -EXIT_NO_DAEMON;
+        }
+        r = varlink_client_call(c, method, params, CALL_TIMEOUT_USEC, &reply, &error);
+        if (r < 0) {
+                log_error_errno(r, _("No answer from modloadd: %m"));
+                return -EXIT_NO_DAEMON;
+        }
+        if (error) {
+                json_object *p = json_object_object_get(reply, "parameter");
+                log_error(_("modloadd refused %s: %s%s%s"), method, error, p ? " " : "",
+                          p ? json_object_get_string(p) : "");
+                json_object_put(reply);
+                return streq(error, "io.modloadd.Manager.InvalidName") ? -EXIT_MODULE_FAILED : -EXIT_NO_DAEMON;
+        }
+        *ret = reply;
+        return 0;
+}
+
+static int daemon_run(bool unload, char **names, size_t n) {
+        _cleanup_(json_object_putp) json_object *params = json_object_new_object(), *arr = json_object_new_array(),
+                                                *reply = NULL;
+        _cleanup_free_ Outcome *outcomes = NULL;
+        json_object *list;
+        size_t got;
+        int r;
+
+        if (!params || !arr)
+                return log_oom(), EXIT_FAILURE;
+        for (size_t i = 0; i < n; i++)
+                if (json_object_array_add(arr, json_object_new_string(names[i])) < 0)
+                        return log_oom(), EXIT_FAILURE;
+        r = json_add(params, "names", TAKE_PTR(arr));
+        if (r >= 0 && unload) {
+                if (arg_remove_holders)
+                        r = json_add_bool(params, "removeHolders", true);
+                if (r >= 0 && arg_force)
+                        r = json_add_bool(params, "force", true);
+                if (r >= 0 && arg_wait_usec > 0)
+                        r = json_add_int(params, "wait", (int64_t) (arg_wait_usec / USEC_PER_MSEC));
+                if (r >= 0 && arg_ignore_install)
+                        r = json_add_bool(params, "ignoreRemove", true);
+        } else if (r >= 0) {
+                if (arg_parameters)
+                        r = json_add_string(params, "parameters", arg_parameters);
+                if (r >= 0 && arg_use_blacklist)
+                        r = json_add_bool(params, "applyBlacklist", true);
+                if (r >= 0 && arg_ignore_install)
+                        r = json_add_bool(params, "ignoreInstall", true);
+                if (r >= 0 && arg_force_vermagic)
+                        r = json_add_bool(params, "forceVermagic", true);
+                if (r >= 0 && arg_force_modversion)
+                        r = json_add_bool(params, "forceModversion", true);
+        }
+        if (r >= 0 && arg_first_time)
+                r = json_add_bool(params, "firstTime", true);
+        if (r >= 0 && arg_dry_run)
+                r = json_add_bool(params, "dryRun", true);
+        if (r < 0)
+                return log_oom(), EXIT_FAILURE;
+
+        r = daemon_call(unload ? "io.modloadd.Manager.Unload" : "io.modloadd.Manager.Load", params, &reply);
+        if (r < 0)
+                return -r;
+
+        list = json_object_object_get(reply, "outcomes");
+        got = json_object_is_type(list, json_type_array) ? json_object_array_length(list) : 0;
+        outcomes = calloc(got + 1, sizeof(Outcome));
+        if (!outcomes)
+                return log_oom(), EXIT_FAILURE;
+        for (size_t i = 0; i < got; i++)
+                if (outcome_from_json(json_object_array_get_idx(list, i), &outcomes[i]) < 0) {
+                        for (size_t k = 0; k < i; k++)
+                                outcome_done(&outcomes[k]);
+                        log_error(_("modloadd sent an answer that cannot be read."));
+                        return EXIT_NO_DAEMON;
+                }
+        return finish_outcomes(outcomes, got);
+}
+
+/* --- main ----------------------------------------------------------------- */
+
+static int run(int argc, char *argv[]) {
+        const char *verb;
+        char **names;
+        size_t n;
+        int r;
+
+        i18n_init();
+        log_open();
+        /* libkmod would print its own complaints about config lines while parsing; ours are enough. */
+        (void) setenv("KMOD_LOG", "0", false);
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r < 0 ? EXIT_USAGE : EXIT_SUCCESS;
+
+        if (optind >= argc) {
+                log_error(_("A command is needed; see --help."));
+                return EXIT_USAGE;
+        }
+        verb = argv[optind];
+        names = argv + optind + 1;
+        n = (size_t) (argc - optind - 1);
+
+        if (streq(verb, "load") || streq(verb, "unload")) {
+                if (n == 0) {
+                        log_error(_("%s needs at least one module name."), verb);
+                        return EXIT_USAGE;
+                }
+                return arg_local ? local_run(streq(verb, "unload"), names, n) : daemon_run(streq(verb, "unload"), names, n);
+        }
+        if (streq(verb, "describe")) {
+                if (n != 1) {
+                        log_error(_("describe needs exactly one module name."));
+                        return EXIT_USAGE;
+                }
+                return local_describe(names[0]);
+        }
+        log_error(_("Unknown command: %s"), verb);
+        return EXIT_USAGE;
+}
+
+int main(int argc, char *argv[]) {
+        int r = run(argc, argv);
+        strv_free(arg_config);
+        return r;
+}
