@@ -89,12 +89,11 @@ static bool module_refcount_zero(const char *module) {
         return buf[0] == '0' && (buf[1] == '\n' || buf[1] == '\0');
 }
 
-static int insert_step(Resolver *r, Loader *l, const Step *step, LoadFlags load_flags, LoadStats *stats,
-                       char **ret_message) {
-        ModuleState state = resolver_module_state(r, step->module);
+static int insert_step(Loader *l, const Step *step, LoadFlags load_flags, LoadStats *stats, char **ret_message) {
+        char state = loader_module_state(step->module);
         int e;
 
-        if (IN_SET(state, MODULE_STATE_LIVE, MODULE_STATE_COMING, MODULE_STATE_BUILTIN))
+        if (IN_SET(state, 'L', 'C', 'B'))
                 return 0;
         if (!step->path) {
                 *ret_message = strdup_printf("Module %s has no file to load", step->module);
@@ -137,11 +136,11 @@ static int command_step(const Step *step, char **ret_message) {
         return e;
 }
 
-static int remove_step(Resolver *r, const Step *step, bool force, uint64_t wait_usec, char **ret_message) {
-        ModuleState state = resolver_module_state(r, step->module);
+static int remove_step(const Step *step, bool force, uint64_t wait_usec, char **ret_message) {
+        char state = loader_module_state(step->module);
         int e;
 
-        if (state == MODULE_STATE_NOT_LOADED || state == MODULE_STATE_BUILTIN)
+        if (state == 0 || state == 'B')
                 return 0;
         if (step->if_unused && !module_refcount_zero(step->module))
                 return 0;
@@ -158,18 +157,18 @@ static int remove_step(Resolver *r, const Step *step, bool force, uint64_t wait_
         return e;
 }
 
-int execute_step(Resolver *r, Loader *l, const Step *step, LoadFlags load_flags, bool force, uint64_t wait_usec,
+int execute_step(Loader *l, const Step *step, LoadFlags load_flags, bool force, uint64_t wait_usec,
                  LoadStats *stats, char **ret_message) {
         switch (step->kind) {
         case STEP_INSMOD:
-                return insert_step(r, l, step, load_flags, stats, ret_message);
+                return insert_step(l, step, load_flags, stats, ret_message);
         case STEP_BUILTIN:
                 return 0;
         case STEP_INSTALL:
         case STEP_REMOVE:
                 return command_step(step, ret_message);
         case STEP_RMMOD:
-                return remove_step(r, step, force, wait_usec, ret_message);
+                return remove_step(step, force, wait_usec, ret_message);
         default:
                 return -EINVAL;
         }
@@ -275,7 +274,7 @@ int execute_load(Resolver *r, Loader *l, const LoadRequest *req, LoadStats *stat
         for (size_t i = 0; i < p->n_steps; i++) {
                 _cleanup_free_ char *message = NULL;
 
-                e = execute_step(r, l, &p->steps[i], req->load_flags, false, 0, stats, &message);
+                e = execute_step(l, &p->steps[i], req->load_flags, false, 0, stats, &message);
                 if (e > 0)
                         changed = true;
                 if (e >= 0 || p->steps[i].optional)
@@ -291,20 +290,14 @@ int execute_load(Resolver *r, Loader *l, const LoadRequest *req, LoadStats *stat
         return 0;
 }
 
-int execute_unload(Resolver *r, const UnloadRequest *req, Outcome *ret) {
-        _cleanup_(plan_freep) Plan *p = NULL;
+int unload_prepare(Resolver *r, const UnloadRequest *req, int plan_error, const Plan *p, Outcome *ret) {
         Outcome o;
         int e;
 
-        if (!request_name_is_valid(req->name))
-                return -EINVAL;
-
-        e = resolver_plan_unload(r, req->name, req->resolve_flags, &p);
-        if (e == -ENOMEM || e == -EINVAL)
-                return e;
-        if (e < 0)
-                return outcome_from_plan_error(ret, r, req->name, e, true);
-
+        if (plan_error < 0) {
+                e = outcome_from_plan_error(ret, r, req->name, plan_error, true);
+                return e < 0 ? e : 0;
+        }
         e = outcome_init(&o, req->name, p);
         if (e < 0)
                 return e;
@@ -322,24 +315,40 @@ int execute_unload(Resolver *r, const UnloadRequest *req, Outcome *ret) {
                 *ret = o;
                 return 0;
         }
-        if (req->dry_run) {
-                o.result = OUTCOME_DRY_RUN;
-                *ret = o;
-                return 0;
-        }
+        o.result = req->dry_run ? OUTCOME_DRY_RUN : OUTCOME_REMOVED;
+        *ret = o;
+        return !req->dry_run;
+}
 
-        o.result = OUTCOME_REMOVED;
+void execute_unload_steps(const Plan *p, const UnloadRequest *req, Outcome *o) {
+        o->result = OUTCOME_REMOVED;
         for (size_t i = 0; i < p->n_steps; i++) {
                 _cleanup_free_ char *message = NULL;
+                int e = execute_step(NULL, &p->steps[i], 0, req->force, req->wait_usec, NULL, &message);
 
-                e = execute_step(r, NULL, &p->steps[i], 0, req->force, req->wait_usec, NULL, &message);
                 if (e >= 0 || p->steps[i].optional || p->steps[i].if_unused)
                         continue;
-                o.result = e == -EBUSY || e == -EAGAIN ? OUTCOME_IN_USE : OUTCOME_FAILED;
-                o.error = e;
-                o.message = TAKE_PTR(message);
-                break;
+                o->result = e == -EBUSY || e == -EAGAIN ? OUTCOME_IN_USE : OUTCOME_FAILED;
+                o->error = e;
+                free(o->message);
+                o->message = TAKE_PTR(message);
+                return;
         }
-        *ret = o;
+}
+
+int execute_unload(Resolver *r, const UnloadRequest *req, Outcome *ret) {
+        _cleanup_(plan_freep) Plan *p = NULL;
+        int e;
+
+        if (!request_name_is_valid(req->name))
+                return -EINVAL;
+
+        e = resolver_plan_unload(r, req->name, req->resolve_flags, &p);
+        if (e == -ENOMEM || e == -EINVAL)
+                return e;
+        e = unload_prepare(r, req, e, p, ret);
+        if (e <= 0)
+                return e;
+        execute_unload_steps(p, req, ret);
         return 0;
 }

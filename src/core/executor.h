@@ -31,8 +31,9 @@ typedef struct UnloadRequest {
 /* Carry out one step. Returns 1 when it changed something (inserted, ran a
  * command, removed), 0 when nothing was needed (already in the kernel,
  * builtin, unused-check failed), or a negative errno with *ret_message set
- * to a sentence in kmod's words. */
-int execute_step(Resolver *r, Loader *l, const Step *step, LoadFlags load_flags, bool force, uint64_t wait_usec,
+ * to a sentence in kmod's words. Touches no libkmod state: safe in worker
+ * threads while the resolver is used elsewhere. */
+int execute_step(Loader *l, const Step *step, LoadFlags load_flags, bool force, uint64_t wait_usec,
                  LoadStats *stats, char **ret_message);
 
 /* Resolve and load one name. Failures of the module are described in *ret
@@ -40,6 +41,12 @@ int execute_step(Resolver *r, Loader *l, const Step *step, LoadFlags load_flags,
  * invalid name (-EINVAL) or lack of memory. */
 int execute_load(Resolver *r, Loader *l, const LoadRequest *req, LoadStats *stats, Outcome *ret);
 int execute_unload(Resolver *r, const UnloadRequest *req, Outcome *ret);
+/* The two halves of execute_unload(), for callers that plan in one thread and
+ * remove in another. unload_prepare() fills *ret from the plan (or the
+ * planning error) and returns 1 when steps remain to be carried out by
+ * execute_unload_steps(), 0 when the outcome is final. */
+int unload_prepare(Resolver *r, const UnloadRequest *req, int plan_error, const Plan *p, Outcome *ret);
+void execute_unload_steps(const Plan *p, const UnloadRequest *req, Outcome *o);
 
 /* The modules a plan touches, in order, targets included: for Outcome.modules. */
 char **plan_module_list(const Plan *p);

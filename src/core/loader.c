@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -115,13 +116,14 @@ static int insert_from_memory(int fd, uint64_t size, const char *params, LoadSta
 static int insert_fd(Loader *l, int fd, uint64_t size, const char *params, int kflags, LoadStats *stats) {
         int r;
 
-        if (!l->no_finit) {
+        /* Workers share the loader: the flag is read and set atomically. */
+        if (!__atomic_load_n(&l->no_finit, __ATOMIC_RELAXED)) {
                 r = kernel_finit_module(fd, params, kflags);
                 if (r != -ENOSYS) {
                         count_call(stats, r, size);
                         return r;
                 }
-                l->no_finit = true;
+                __atomic_store_n(&l->no_finit, true, __ATOMIC_RELAXED);
         }
         /* init_module() cannot take a compressed image, nor the force flags. */
         if (kflags & MODULE_INIT_COMPRESSED_FILE)
@@ -158,7 +160,8 @@ int loader_insert(Loader *l, const char *path, const char *params, LoadFlags fla
                 return insert_fd(l, fd, (uint64_t) st.st_size, params, kflags, stats);
 
         if (l->policy == LOAD_POLICY_KERNEL ||
-            (l->policy == LOAD_POLICY_AUTO && type == l->kernel_compression && !l->no_finit))
+            (l->policy == LOAD_POLICY_AUTO && type == l->kernel_compression &&
+             !__atomic_load_n(&l->no_finit, __ATOMIC_RELAXED)))
                 return insert_fd(l, fd, (uint64_t) st.st_size, params, kflags | MODULE_INIT_COMPRESSED_FILE,
                                  stats);
 
@@ -202,6 +205,24 @@ static bool module_has_holders(const char *name) {
                 }
         closedir(d);
         return any;
+}
+
+char loader_module_state(const char *name) {
+        char path[PATH_MAX], buf[32];
+
+        if (snprintf(path, sizeof path, "/sys/module/%s/initstate", name) >= (int) sizeof path)
+                return 0;
+        if (read_one_line(path, buf, sizeof buf) >= 0) {
+                if (streq(buf, "live"))
+                        return 'L';
+                if (streq(buf, "coming"))
+                        return 'C';
+                if (streq(buf, "going"))
+                        return 'G';
+                return 0;
+        }
+        path[strlen(path) - strlen("/initstate")] = '\0';
+        return access(path, F_OK) >= 0 ? 'B' : 0;
 }
 
 int loader_remove(const char *name, bool force, uint64_t wait_usec) {

@@ -63,5 +63,10 @@ int loader_insert(Loader *l, const char *path, const char *params, LoadFlags fla
  * retrying for up to wait_usec while the kernel says it is busy. */
 int loader_remove(const char *name, bool force, uint64_t wait_usec);
 
+/* The kernel's view of a module, from /sys/module (no libkmod: safe in any thread).
+ * Returns 'L'ive, 'C'oming, 'G'oing, 'B'uiltin (a sysfs entry without
+ * initstate) or 0 when the kernel does not know it. */
+char loader_module_state(const char *name);
+
 /* A sentence for a failed insert or remove, in kmod's words where kmod has them. */
 const char *loader_strerror(int error);

@@ -376,9 +376,9 @@ static int daemon_call(const char *method, json_object *params, json_object **re
                 return -EXIT_NO_DAEMON;
         }
         if (error) {
-                json_object *p = json_object_object_get(reply, "parameter");
-                log_error(_("modloadd refused %s: %s%s%s"), method, error, p ? " " : "",
-                          p ? json_object_get_string(p) : "");
+                bool empty = json_object_object_length(reply) == 0;
+                log_error(_("modloadd refused %s: %s%s%s"), method, error, empty ? "" : " ",
+                          empty ? "" : json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));
                 json_object_put(reply);
                 return streq(error, "io.modloadd.Manager.InvalidName") ? -EXIT_MODULE_FAILED : -EXIT_NO_DAEMON;
         }

@@ -16,6 +16,10 @@
 
 static const char *arg_listen = MODLOADD_SOCKET_PATH;
 static uint64_t arg_idle_timeout_usec = 0; /* 0: not given, pick the default */
+static unsigned arg_workers = 0;            /* 0: online CPUs */
+static LoadPolicy arg_policy = LOAD_POLICY_AUTO;
+static uint64_t arg_load_timeout_usec = 0;  /* 0: the built-in default */
+static const char *arg_module_dir = NULL;
 
 static void help(void) {
         printf(_("%s [OPTIONS...]\n"
@@ -26,20 +30,38 @@ static void help(void) {
                  "     --version            Show the version\n"
                  "     --listen=PATH        Listen on this socket (default: %s)\n"
                  "     --idle-timeout=TIME  Exit after being idle this long (0 or infinity: never)\n"
-                 "     --log-level=LEVEL    err, warning, notice, info or debug\n"),
+                 "     --log-level=LEVEL    err, warning, notice, info or debug\n"
+                 "     --workers=N          Load at most N modules at once (default: online CPUs)\n"
+                 "     --policy=POLICY      Decompression: auto, userspace or kernel\n"
+                 "     --load-timeout=TIME  Answer callers after this long even if a load goes on\n"
+                 "     --module-dir=DIR     Module directory (default: /lib/modules/$(uname -r))\n"),
                program_invocation_short_name, MODLOADD_SOCKET_PATH);
 }
 
 static int parse_argv(int argc, char *argv[]) {
-        enum { ARG_VERSION = 0x100, ARG_LISTEN, ARG_IDLE_TIMEOUT, ARG_LOG_LEVEL };
+        enum {
+                ARG_VERSION = 0x100,
+                ARG_LISTEN,
+                ARG_IDLE_TIMEOUT,
+                ARG_LOG_LEVEL,
+                ARG_WORKERS,
+                ARG_POLICY,
+                ARG_LOAD_TIMEOUT,
+                ARG_MODULE_DIR,
+        };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 { "listen", required_argument, NULL, ARG_LISTEN },
                 { "idle-timeout", required_argument, NULL, ARG_IDLE_TIMEOUT },
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+                { "workers", required_argument, NULL, ARG_WORKERS },
+                { "policy", required_argument, NULL, ARG_POLICY },
+                { "load-timeout", required_argument, NULL, ARG_LOAD_TIMEOUT },
+                { "module-dir", required_argument, NULL, ARG_MODULE_DIR },
                 {},
         };
+        uint64_t u;
         int c, r;
 
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
@@ -63,6 +85,26 @@ static int parse_argv(int argc, char *argv[]) {
                         if (r < 0)
                                 return log_error_errno(r, _("Invalid log level: %s"), optarg);
                         log_set_max_level(r);
+                        break;
+                case ARG_WORKERS:
+                        if (safe_atou64(optarg, &u) < 0 || u == 0 || u > WORKERS_MAX)
+                                return log_error_errno(EINVAL, _("Invalid number of workers: %s (1-%u)"), optarg,
+                                                       WORKERS_MAX);
+                        arg_workers = (unsigned) u;
+                        break;
+                case ARG_POLICY:
+                        arg_policy = load_policy_from_string(optarg);
+                        if (arg_policy < 0)
+                                return log_error_errno(EINVAL, _("Invalid policy: %s (auto, userspace or kernel)"),
+                                                       optarg);
+                        break;
+                case ARG_LOAD_TIMEOUT:
+                        r = parse_timeout_usec(optarg, &arg_load_timeout_usec);
+                        if (r < 0 || arg_load_timeout_usec == USEC_INFINITY)
+                                return log_error_errno(EINVAL, _("Invalid load timeout: %s"), optarg);
+                        break;
+                case ARG_MODULE_DIR:
+                        arg_module_dir = optarg;
                         break;
                 case '?':
                         return -EINVAL;
@@ -117,7 +159,15 @@ static int run(int argc, char *argv[]) {
         if (r < 0)
                 return log_error_errno(r, "Failed to watch signals: %m");
 
-        r = manager_new(&m, event);
+        /* libkmod would print its own complaints while parsing modprobe.d; ours go to the journal. */
+        (void) setenv("KMOD_LOG", "0", false);
+        r = manager_new(&m, event,
+                        &(ManagerConfig) {
+                                .n_workers = arg_workers,
+                                .policy = arg_policy,
+                                .load_timeout_usec = arg_load_timeout_usec,
+                                .module_dir = arg_module_dir,
+                        });
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the manager: %m");
 
@@ -139,7 +189,8 @@ static int run(int argc, char *argv[]) {
                 arg_idle_timeout_usec = n > 0 ? IDLE_TIMEOUT_ACTIVATED_USEC : USEC_INFINITY;
         manager_set_idle_timeout(m, arg_idle_timeout_usec);
 
-        (void) sd_notify(false, "READY=1\nSTATUS=Waiting for requests.");
+        (void) sd_notify(false, "READY=1");
+        manager_notify_status(m, true);
 
         r = sd_event_loop(event);
         (void) sd_notify(false, "STOPPING=1");

@@ -14,7 +14,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         int fds[2];
         size_t done = 0;
 
-        if (sd_event_new(&e) < 0 || manager_new(&m, e) < 0)
+        if (sd_event_new(&e) < 0 || manager_new(&m, e, &(ManagerConfig) { .n_workers = 1 }) < 0)
                 abort();
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) < 0)
                 abort();
