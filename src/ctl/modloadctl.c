@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <getopt.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -46,6 +47,10 @@ static void help(void) {
                  "  load NAME...           Load modules and what they depend on\n"
                  "  unload NAME...         Unload modules\n"
                  "  describe NAME          Show what loading NAME would do\n"
+                 "  list                   List the modules in the kernel\n"
+                 "  status                 Show the daemon's counters\n"
+                 "  monitor                Follow requests and loads as they happen\n"
+                 "  reload                 Make the daemon re-read indexes and configuration\n"
                  "\n"
                  "Options:\n"
                  "  -h --help              Show this help\n"
@@ -355,6 +360,11 @@ static int local_describe(const char *name) {
 
 /* --- through the daemon --------------------------------------------------- */
 
+static bool json_flag(json_object *o, const char *key) {
+        json_object *v = json_object_object_get(o, key);
+        return v && json_object_get_boolean(v);
+}
+
 static const char *daemon_address(void) {
         return arg_address ?: getenv("MODLOADD_ADDRESS") ?: MODLOADD_SOCKET_PATH;
 }
@@ -447,6 +457,174 @@ static int daemon_run(bool unload, char **names, size_t n) {
         return finish_outcomes(outcomes, got);
 }
 
+static void print_describe_reply(json_object *reply) {
+        json_object *steps = json_object_object_get(reply, "steps");
+
+        for (size_t i = 0; i < json_object_array_length(steps); i++) {
+                json_object *st = json_object_array_get_idx(steps, i);
+                const char *kind = json_object_get_string(json_object_object_get(st, "kind"));
+                const char *module = json_object_get_string(json_object_object_get(st, "module"));
+                json_object *path = json_object_object_get(st, "path"), *params = json_object_object_get(st, "parameters"),
+                            *cmd = json_object_object_get(st, "command");
+
+                if (streq(kind, "insmod"))
+                        printf("insmod %s %s\n", path ? json_object_get_string(path) : module,
+                               params ? json_object_get_string(params) : "");
+                else if (streq(kind, "install"))
+                        printf("install %s\n", cmd ? json_object_get_string(cmd) : "");
+                else
+                        printf("%s %s\n", kind, module);
+        }
+}
+
+static int daemon_describe(const char *name) {
+        _cleanup_(json_object_putp) json_object *params = json_object_new_object(), *reply = NULL;
+        int r;
+
+        if (!params || json_add_string(params, "name", name) < 0 ||
+            (arg_parameters && json_add_string(params, "parameters", arg_parameters) < 0) ||
+            (arg_use_blacklist && json_add_bool(params, "applyBlacklist", true) < 0) ||
+            (arg_ignore_install && json_add_bool(params, "ignoreInstall", true) < 0))
+                return log_oom(), EXIT_FAILURE;
+        r = daemon_call("io.modloadd.Manager.Describe", params, &reply);
+        if (r < 0)
+                return -r == EXIT_NO_DAEMON ? EXIT_MODULE_FAILED : -r;
+        if (arg_json)
+                puts(json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+        else if (json_flag(reply, "blacklisted")) {
+                log_error(_("Module %s is blacklisted"), name);
+                return EXIT_MODULE_FAILED;
+        } else
+                print_describe_reply(reply);
+        return EXIT_SUCCESS;
+}
+
+static int daemon_list(void) {
+        _cleanup_(json_object_putp) json_object *reply = NULL;
+        json_object *mods;
+        int wn = (int) strlen(_("MODULE")), r;
+
+        r = daemon_call("io.modloadd.Manager.List", NULL, &reply);
+        if (r < 0)
+                return -r;
+        if (arg_json) {
+                puts(json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+                return EXIT_SUCCESS;
+        }
+        mods = json_object_object_get(reply, "modules");
+        for (size_t i = 0; i < json_object_array_length(mods); i++)
+                wn = MAX(wn, (int) strlen(json_object_get_string(
+                                     json_object_object_get(json_object_array_get_idx(mods, i), "name"))));
+        printf("%-*s  %10s  %5s  %-6s  %s\n", wn, _("MODULE"), _("SIZE"), _("USED"), _("STATE"), _("BY"));
+        for (size_t i = 0; i < json_object_array_length(mods); i++) {
+                json_object *mod = json_object_array_get_idx(mods, i), *h = json_object_object_get(mod, "holders");
+                printf("%-*s  %10" PRId64 "  %5" PRId64 "  %-6s  ", wn,
+                       json_object_get_string(json_object_object_get(mod, "name")),
+                       json_object_get_int64(json_object_object_get(mod, "size")),
+                       json_object_get_int64(json_object_object_get(mod, "refcount")),
+                       json_object_get_string(json_object_object_get(mod, "state")));
+                for (size_t k = 0; k < json_object_array_length(h); k++)
+                        printf("%s%s", k ? "," : "", json_object_get_string(json_object_array_get_idx(h, k)));
+                putchar('\n');
+        }
+        return EXIT_SUCCESS;
+}
+
+static int daemon_status(void) {
+        static const struct {
+                const char *key, *label;
+        } rows[] = {
+                { "requests", N_("Requests answered") },
+                { "sharedRequests", N_("Shared with another caller") },
+                { "modulesInserted", N_("Modules inserted") },
+                { "kernelCalls", N_("Kernel calls") },
+                { "kernelEEXIST", N_("Kernel calls answered EEXIST") },
+                { "bytesDecompressed", N_("Bytes decompressed") },
+                { "bytesToKernel", N_("Bytes handed to the kernel") },
+                { "bytesAvoided", N_("Bytes not handed over twice") },
+                { "resolveCacheHits", N_("Resolutions from cache") },
+                { "failures", N_("Failed requests") },
+                { "uptimeSec", N_("Up for (seconds)") },
+                { "connections", N_("Connections open") },
+                { "calls", N_("Method calls") },
+                { "protocolErrors", N_("Protocol errors") },
+        };
+        _cleanup_(json_object_putp) json_object *reply = NULL;
+        int w = 0, r;
+
+        r = daemon_call("io.modloadd.Manager.GetStatistics", NULL, &reply);
+        if (r < 0)
+                return -r;
+        if (arg_json) {
+                puts(json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PRETTY));
+                return EXIT_SUCCESS;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(rows); i++)
+                w = MAX(w, (int) strlen(_(rows[i].label)));
+        for (size_t i = 0; i < ELEMENTSOF(rows); i++)
+                printf("%*s: %" PRId64 "\n", w, _(rows[i].label),
+                       json_object_get_int64(json_object_object_get(reply, rows[i].key)));
+        return EXIT_SUCCESS;
+}
+
+static int daemon_reload(void) {
+        _cleanup_(json_object_putp) json_object *reply = NULL;
+        int r = daemon_call("io.modloadd.Manager.Reload", NULL, &reply);
+        return r < 0 ? -r : EXIT_SUCCESS;
+}
+
+static void print_event(json_object *event) {
+        static const char *const keys[] = { "method", "name", "module", "result", "uid", "pid" };
+        json_object *v;
+
+        printf("%-14s", json_object_get_string(json_object_object_get(event, "kind")));
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++)
+                if ((v = json_object_object_get(event, keys[i])))
+                        printf(" %s=%s", keys[i], json_object_get_string(v));
+        if ((v = json_object_object_get(event, "durationUsec")))
+                printf(" time=%" PRId64 "ms", json_object_get_int64(v) / 1000);
+        if ((v = json_object_object_get(event, "shared")) && json_object_get_boolean(v))
+                printf(" shared");
+        putchar('\n');
+}
+
+static int daemon_monitor(void) {
+        _cleanup_(varlink_client_freep) VarlinkClient *c = NULL;
+        int r;
+
+        r = varlink_client_connect(&c, daemon_address(), CONNECT_TIMEOUT_USEC);
+        if (r < 0)
+                return log_error_errno(r, _("Cannot reach modloadd at %s: %m"), daemon_address()), EXIT_NO_DAEMON;
+        r = varlink_client_send(c, "io.modloadd.Manager.Monitor", NULL, VARLINK_CALL_MORE, CALL_TIMEOUT_USEC);
+        if (r < 0)
+                return log_error_errno(r, _("No answer from modloadd: %m")), EXIT_NO_DAEMON;
+
+        for (;;) {
+                _cleanup_(json_object_putp) json_object *reply = NULL;
+                _cleanup_free_ char *error = NULL;
+                bool continues = false;
+                json_object *event;
+
+                r = varlink_client_read_reply(c, USEC_INFINITY, &reply, &error, &continues);
+                if (r == -ECONNRESET)
+                        return EXIT_SUCCESS; /* the daemon went away */
+                if (r < 0)
+                        return log_error_errno(r, _("No answer from modloadd: %m")), EXIT_NO_DAEMON;
+                if (error) {
+                        log_error(_("modloadd refused %s: %s"), "io.modloadd.Manager.Monitor", error);
+                        return EXIT_NO_DAEMON;
+                }
+                event = json_object_object_get(reply, "event");
+                if (arg_json)
+                        puts(json_object_to_json_string_ext(event ?: reply, JSON_C_TO_STRING_PLAIN));
+                else if (event)
+                        print_event(event);
+                (void) fflush(stdout);
+                if (!continues)
+                        return EXIT_SUCCESS;
+        }
+}
+
 /* --- main ----------------------------------------------------------------- */
 
 static int run(int argc, char *argv[]) {
@@ -483,8 +661,20 @@ static int run(int argc, char *argv[]) {
                         log_error(_("describe needs exactly one module name."));
                         return EXIT_USAGE;
                 }
-                return local_describe(names[0]);
+                return arg_local ? local_describe(names[0]) : daemon_describe(names[0]);
         }
+        if (n > 0 && (streq(verb, "list") || streq(verb, "status") || streq(verb, "monitor") || streq(verb, "reload"))) {
+                log_error(_("%s takes no arguments."), verb);
+                return EXIT_USAGE;
+        }
+        if (streq(verb, "list"))
+                return daemon_list();
+        if (streq(verb, "status"))
+                return daemon_status();
+        if (streq(verb, "monitor"))
+                return daemon_monitor();
+        if (streq(verb, "reload"))
+                return daemon_reload();
         log_error(_("Unknown command: %s"), verb);
         return EXIT_USAGE;
 }

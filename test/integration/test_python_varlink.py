@@ -67,11 +67,14 @@ class PythonVarlinkCli(harness.DaemonTestCase):
             self.assertIs(type(s.get(k)), int, k)
 
     def test_call_error(self):
-        harness.require_root()
         # varlink.cli reports a method error on stderr (its exit status is 0).
-        rc, out, err = self.cli("call", "unix:%s/%s.Load" % (self.sock, INTERFACE),
-                                '{"names": ["btrfs"]}', check=False)
-        self.assertIn(SERVICE + ".MethodNotImplemented", err)
+        rc, out, err = self.cli("call", "unix:%s/%s.Monitor" % (self.sock, INTERFACE), "{}",
+                                check=False)
+        self.assertIn(SERVICE + ".ExpectedMore", err)
+
+    def test_call_more(self):
+        _, out, _ = self.cli("call", "--more", "unix:%s/%s.GetStatistics" % (self.sock, INTERFACE), "{}")
+        self.assertIn('"calls"', out)
 
 
 class PythonVarlinkLibrary(harness.DaemonTestCase):
@@ -100,13 +103,38 @@ class PythonVarlinkLibrary(harness.DaemonTestCase):
                 self.assertEqual(sorted(ifaces), sorted([SERVICE, INTERFACE]))
 
     def test_error(self):
-        harness.require_root()
         with deadline(T(20)):
             with self.varlink.Client(address="unix:" + self.sock) as client:
                 with client.open(INTERFACE) as con:
                     with self.assertRaises(self.varlink.VarlinkError) as cm:
-                        con.Load(["btrfs"])
-                    self.assertEqual(cm.exception.error(), SERVICE + ".MethodNotImplemented")
+                        con.Monitor()
+                    self.assertEqual(cm.exception.error(), SERVICE + ".ExpectedMore")
+                    with self.assertRaises(self.varlink.VarlinkError) as cm:
+                        con.Describe("modloadd-test-no-such-module")
+                    self.assertEqual(cm.exception.error(), INTERFACE + ".ModuleNotFound")
+                    self.assertEqual(cm.exception.parameters(), {"name": "modloadd-test-no-such-module"})
+
+    def test_typed_replies(self):
+        """The library checks replies against our interface description."""
+        with deadline(T(20)):
+            with self.varlink.Client(address="unix:" + self.sock) as client:
+                with client.open(INTERFACE) as con:
+                    r = con.List()
+                    self.assertIsInstance(r["modules"], list)
+                    if os.geteuid() == 0:
+                        r = con.Load(["modloadd-test-no-such-module"], dryRun=True)
+                        self.assertEqual([o["name"] for o in r["outcomes"]],
+                                         ["modloadd-test-no-such-module"])
+                        self.assertEqual(r["outcomes"][0]["result"], "notFound")
+
+    def test_oneway(self):
+        with deadline(T(20)):
+            with self.varlink.Client(address="unix:" + self.sock) as client:
+                with client.open(INTERFACE) as con:
+                    s1 = con.GetStatistics()
+                    self.assertIsNone(con.GetStatistics(_oneway=True))
+                    s2 = con.GetStatistics()
+                    self.assertEqual(s2["calls"] - s1["calls"], 2)
 
     def test_monitor(self):
         with deadline(T(20)):

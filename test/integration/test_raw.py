@@ -24,6 +24,8 @@ E_MORE = SERVICE + ".ExpectedMore"
 GETINFO = SERVICE + ".GetInfo"
 GETDESC = SERVICE + ".GetInterfaceDescription"
 GETSTATS = INTERFACE + ".GetStatistics"
+# A module name nothing can resolve: requests for it never touch the kernel.
+NO_SUCH_MODULE = "modloadd-test-no-such-module"
 
 
 class Framing(harness.DaemonTestCase):
@@ -95,21 +97,45 @@ class Errors(harness.DaemonTestCase):
         self.assertError(c.roundtrip(GETDESC, {"interface": 5}), E_INVALID, {"parameter": "interface"})
         self.assertError(c.roundtrip(INTERFACE + ".Load", {"names": "x"}), E_INVALID, {"parameter": "names"})
 
-    def test_root_methods_not_implemented(self):
+    def assertOutcomes(self, r, names, results):
+        self.assertEqual(set(r), {"parameters"}, r)
+        self.assertEqual(set(r["parameters"]), {"outcomes"}, r)
+        outcomes = r["parameters"]["outcomes"]
+        self.assertEqual([o.get("name") for o in outcomes], names, r)
+        for o in outcomes:
+            self.assertLessEqual({"name", "modules", "result", "shared"}, set(o), o)
+            self.assertIsInstance(o["modules"], list, o)
+            self.assertIsInstance(o["shared"], bool, o)
+            self.assertIn(o["result"], results, o)
+            if "errno" in o:
+                self.assertIsInstance(o["errno"], int, o)
+
+    def test_root_methods(self):
+        # Only dry runs of names no module can have: nothing is ever loaded
+        # into or removed from the kernel running the tests.
         harness.require_root()
         c = self.conn()
-        for m, p in (("Load", {"names": ["btrfs"]}),
-                     ("Unload", {"names": ["btrfs"]}),
-                     ("Reload", {}),
-                     ("Describe", {"name": "x"}),
-                     ("List", {})):
-            self.assertError(c.roundtrip(INTERFACE + "." + m, p), E_NOTIMPL,
-                             {"method": INTERFACE + "." + m})
+        r = c.roundtrip(INTERFACE + ".Load", {"names": [NO_SUCH_MODULE], "dryRun": True})
+        self.assertOutcomes(r, [NO_SUCH_MODULE], {"notFound"})
+        r = c.roundtrip(INTERFACE + ".Unload", {"names": [NO_SUCH_MODULE], "dryRun": True})
+        self.assertOutcomes(r, [NO_SUCH_MODULE], {"notFound", "notLoaded"})
+        self.assertEqual(c.roundtrip(INTERFACE + ".Reload", {}), {"parameters": {}})
+
+    def test_describe_and_list(self):
+        c = self.conn()
+        self.assertError(c.roundtrip(INTERFACE + ".Describe", {"name": NO_SUCH_MODULE}),
+                         INTERFACE + ".ModuleNotFound", {"name": NO_SUCH_MODULE})
+        r = c.roundtrip(INTERFACE + ".List", {})
+        self.assertEqual(set(r), {"parameters"}, r)
+        self.assertIsInstance(r["parameters"].get("modules"), list, r)
+        for m in r["parameters"]["modules"]:
+            self.assertLessEqual({"name", "size", "refcount", "holders", "state"}, set(m), m)
 
     def test_unprivileged(self):
         (c,) = self.conns_as(1)
-        for m, p in (("Load", {"names": ["btrfs"]}),
-                     ("Unload", {"names": ["btrfs"]}),
+        for m, p in (("Load", {"names": [NO_SUCH_MODULE]}),
+                     ("Load", {"names": [NO_SUCH_MODULE], "dryRun": True}),
+                     ("Unload", {"names": [NO_SUCH_MODULE]}),
                      ("Reload", {})):
             self.assertError(c.roundtrip(INTERFACE + "." + m, p), E_PERM)
         r = c.roundtrip(GETSTATS, {})

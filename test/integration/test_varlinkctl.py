@@ -83,12 +83,29 @@ class Varlinkctl(harness.DaemonTestCase):
         self.assertNotEqual(rc, 0)
         self.assertIn("org.varlink.service.MethodNotFound", err)
 
-    def test_call_permission_semantics(self):
-        harness.require_root()
-        rc, out, err = self.varlinkctl("call", self.sock, INTERFACE + ".Load",
-                                       '{"names":["btrfs"]}', check=False)
+    def test_call_error_parameters(self):
+        rc, out, err = self.varlinkctl("call", "--json=short", self.sock, INTERFACE + ".Describe",
+                                       '{"name":"modloadd-test-no-such-module"}', check=False)
         self.assertNotEqual(rc, 0)
-        self.assertIn("org.varlink.service.MethodNotImplemented", err)
+        self.assertIn(INTERFACE + ".ModuleNotFound", err)
+        self.assertEqual(json.loads(out), {"name": "modloadd-test-no-such-module"})
+
+    def test_call_requires_more(self):
+        rc, out, err = self.varlinkctl("call", self.sock, INTERFACE + ".Monitor", "{}", check=False)
+        self.assertNotEqual(rc, 0)
+        self.assertIn(SERVICE + ".ExpectedMore", err)
+
+    def test_call_load_dry_run(self):
+        harness.require_root()
+        _, out, _ = self.varlinkctl("call", "--json=short", self.sock, INTERFACE + ".Load",
+                                    '{"names":["modloadd-test-no-such-module"],"dryRun":true}')
+        outcomes = json.loads(out)["outcomes"]
+        self.assertEqual([o["name"] for o in outcomes], ["modloadd-test-no-such-module"])
+        self.assertEqual(outcomes[0]["result"], "notFound")
+
+    def test_call_oneway(self):
+        rc, out, err = self.varlinkctl("call", "--oneway", self.sock, INTERFACE + ".GetStatistics", "{}")
+        self.assertEqual(out.strip(), "")
 
     def test_call_more_monitor(self):
         argv = self.vc + ["--no-pager", "call", "--more", "--json=short", "--timeout=infinity",
