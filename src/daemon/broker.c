@@ -112,6 +112,13 @@ int broker_resolve(Manager *m, const char *name, const char *parameters, Resolve
         CachedPlan *p;
         int e;
 
+        /* No module directory at start (an initrd before the root is mounted, say): try again now. */
+        if (!m->resolver) {
+                e = broker_reload(m);
+                if (e < 0)
+                        return e;
+        }
+
         /* A depmod run or an edited modprobe.d makes what we know stale. */
         if (resolver_is_stale(m->resolver)) {
                 e = broker_reload(m);
@@ -564,7 +571,7 @@ static void request_start(Request *req, const LoadRequest *options) {
 
         e = broker_resolve(m, o->name, options->parameters, options->resolve_flags, &req->plan);
         if (e < 0)
-                return request_fail(req, e, "Could not resolve %s: %s", o->name, strerror(-e));
+                return request_fail(req, e, "Cannot read the module indexes to resolve %s: %s", o->name, strerror(-e));
 
         if (req->plan->error < 0) {
                 e = req->plan->error;
@@ -657,6 +664,8 @@ static void unload_start(Request *req, const UnloadRequest *options) {
         opts.name = o->name;
 
         /* Planning needs libkmod (this thread); removing may wait (a worker). */
+        if (!m->resolver && broker_reload(m) < 0)
+                return request_fail(req, -ENOENT, "Cannot read the module indexes to resolve %s", o->name);
         e = resolver_plan_unload(m->resolver, o->name, opts.resolve_flags, &p);
         if (e == -ENOMEM)
                 return request_fail(req, e, "Out of memory");
@@ -711,7 +720,8 @@ int broker_setup(Manager *m) {
                 return -ENOMEM;
         e = resolver_new(&m->resolver, &m->resolver_config);
         if (e < 0)
-                return e;
+                log_warning_errno(e, "Cannot read the module directory %s, will try again on the first request: %m",
+                                  m->resolver_config.module_dir ?: "of the running kernel");
         e = loader_new(&m->loader, m->policy, NULL);
         if (e < 0)
                 return e;

@@ -273,8 +273,10 @@ static int method_describe(VarlinkCall *call, json_object *params, void *userdat
                            (json_flag(params, "applyBlacklist") ? RESOLVE_APPLY_BLACKLIST : 0) |
                            (json_flag(params, "ignoreInstall") ? RESOLVE_IGNORE_INSTALL : 0),
                            &cp);
-        if (r < 0)
+        if (r == -ENOMEM)
                 return r;
+        if (r < 0)
+                return reply_error_string(call, "io.modloadd.Manager.ModuleNotFound", "name", name);
         if (cp->error == -ENOENT)
                 return reply_error_string(call, "io.modloadd.Manager.ModuleNotFound", "name", name);
         if (cp->error < 0)
