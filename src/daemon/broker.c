@@ -260,6 +260,7 @@ static void batch_reply(Batch *b) {
 
         batch_free(b);
         manager_notify_status(m, false);
+        manager_work_done(m);
 }
 
 /* Fill in a request's outcome from how its plan went; the batch is answered with its last one. */
@@ -451,6 +452,7 @@ static void job_done(WorkItem *w) {
                 request_advance(req);
         }
         job_free(j);
+        manager_work_done(m);
 }
 
 static int job_start(Request *req, const Step *step) {
@@ -638,6 +640,7 @@ static void unload_run(WorkItem *w) {
 
 static void unload_done(WorkItem *w) {
         UnloadJob *u = (UnloadJob *) w;
+        Manager *m = u->manager;
 
         if (u->req) {
                 u->req->unload_job = NULL;
@@ -648,6 +651,7 @@ static void unload_done(WorkItem *w) {
         plan_free(u->plan);
         outcome_done(&u->outcome);
         free(u);
+        manager_work_done(m);
 }
 
 static void unload_start(Request *req, const UnloadRequest *options) {

@@ -429,6 +429,12 @@ static void manager_on_connections(VarlinkServer *server, unsigned n, void *user
                                                   0, manager_on_idle, m);
 }
 
+void manager_work_done(Manager *m) {
+        /* Work that outlived its callers was all that kept us: let idle exit look again. */
+        if (!m->shutting_down && !manager_busy(m) && varlink_server_n_connections(m->server) == 0)
+                manager_on_connections(m->server, 0, m);
+}
+
 int manager_set_idle_timeout(Manager *m, uint64_t usec) {
         m->idle_timeout_usec = usec;
         manager_on_connections(m->server, varlink_server_n_connections(m->server), m);

@@ -85,5 +85,7 @@ int manager_set_idle_timeout(Manager *m, uint64_t usec);
 void manager_emit_event(Manager *m, json_object *event);
 /* Whether there is work in flight that idle exit must wait for. */
 bool manager_busy(const Manager *m);
+/* Called when a call's work is over: idle exit may go ahead now. */
+void manager_work_done(Manager *m);
 /* Summarise the counters for the service manager (rate-limited unless forced). */
 void manager_notify_status(Manager *m, bool force);
