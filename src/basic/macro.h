@@ -89,3 +89,8 @@ static inline int negative_errno(void) {
                         }                                               \
                 _found_;                                                \
         })
+
+static inline void *mfree(void *p) {
+        free(p);
+        return NULL;
+}

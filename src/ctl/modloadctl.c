@@ -8,6 +8,7 @@
 #include "i18n.h"
 #include "json-util.h"
 #include "log.h"
+#include "modules-load.h"
 #include "strutil.h"
 #include "strv.h"
 #include "timeutil.h"
@@ -51,6 +52,7 @@ static void help(void) {
                  "  status                 Show the daemon's counters\n"
                  "  monitor                Follow requests and loads as they happen\n"
                  "  reload                 Make the daemon re-read indexes and configuration\n"
+                 "  modules-load [FILE...] Load what modules-load.d and the kernel command line list\n"
                  "\n"
                  "Options:\n"
                  "  -h --help              Show this help\n"
@@ -258,7 +260,8 @@ static int local_setup(Resolver **ret_resolver, Loader **ret_loader) {
         return 0;
 }
 
-static int local_run(bool unload, char **names, size_t n) {
+/* Do the work in this process; fills one outcome per name. Returns 0 or an exit status. */
+static int local_outcomes(bool unload, ResolveFlags extra_flags, char **names, size_t n, Outcome **ret) {
         _cleanup_(resolver_freep) Resolver *resolver = NULL;
         _cleanup_(loader_freep) Loader *loader = NULL;
         _cleanup_free_ Outcome *outcomes = NULL;
@@ -267,7 +270,7 @@ static int local_run(bool unload, char **names, size_t n) {
         r = local_setup(&resolver, unload ? NULL : &loader);
         if (r < 0)
                 return EXIT_MODULE_FAILED;
-        outcomes = calloc(n, sizeof(Outcome));
+        outcomes = calloc(n + 1, sizeof(Outcome));
         if (!outcomes)
                 return log_oom(), EXIT_FAILURE;
 
@@ -276,7 +279,7 @@ static int local_run(bool unload, char **names, size_t n) {
                         r = execute_unload(resolver,
                                            &(UnloadRequest) {
                                                    .name = names[i],
-                                                   .resolve_flags = resolve_flags(),
+                                                   .resolve_flags = resolve_flags() | extra_flags,
                                                    .force = arg_force,
                                                    .wait_usec = arg_wait_usec,
                                                    .dry_run = arg_dry_run,
@@ -287,7 +290,7 @@ static int local_run(bool unload, char **names, size_t n) {
                                          &(LoadRequest) {
                                                  .name = names[i],
                                                  .parameters = arg_parameters,
-                                                 .resolve_flags = resolve_flags(),
+                                                 .resolve_flags = resolve_flags() | extra_flags,
                                                  .load_flags = (arg_force_vermagic ? LOAD_FORCE_VERMAGIC : 0) |
                                                                (arg_force_modversion ? LOAD_FORCE_MODVERSION : 0),
                                                  .dry_run = arg_dry_run,
@@ -304,7 +307,8 @@ static int local_run(bool unload, char **names, size_t n) {
                         return log_error_errno(r, "%s: %m", names[i]), EXIT_FAILURE;
                 }
         }
-        return finish_outcomes(outcomes, n);
+        *ret = TAKE_PTR(outcomes);
+        return 0;
 }
 
 static void print_step(const Step *s) {
@@ -396,7 +400,8 @@ static int daemon_call(const char *method, json_object *params, json_object **re
         return 0;
 }
 
-static int daemon_run(bool unload, char **names, size_t n) {
+/* Send the names to the daemon; fills one outcome per name. Returns 0 or an exit status. */
+static int daemon_outcomes(bool unload, bool apply_blacklist, char **names, size_t n, Outcome **ret) {
         _cleanup_(json_object_putp) json_object *params = json_object_new_object(), *arr = json_object_new_array(),
                                                 *reply = NULL;
         _cleanup_free_ Outcome *outcomes = NULL;
@@ -422,7 +427,7 @@ static int daemon_run(bool unload, char **names, size_t n) {
         } else if (r >= 0) {
                 if (arg_parameters)
                         r = json_add_string(params, "parameters", arg_parameters);
-                if (r >= 0 && arg_use_blacklist)
+                if (r >= 0 && (arg_use_blacklist || apply_blacklist))
                         r = json_add_bool(params, "applyBlacklist", true);
                 if (r >= 0 && arg_ignore_install)
                         r = json_add_bool(params, "ignoreInstall", true);
@@ -444,17 +449,135 @@ static int daemon_run(bool unload, char **names, size_t n) {
 
         list = json_object_object_get(reply, "outcomes");
         got = json_object_is_type(list, json_type_array) ? json_object_array_length(list) : 0;
-        outcomes = calloc(got + 1, sizeof(Outcome));
+        if (got != n) {
+                log_error(_("modloadd sent an answer that cannot be read."));
+                return EXIT_NO_DAEMON;
+        }
+        outcomes = calloc(n + 1, sizeof(Outcome));
         if (!outcomes)
                 return log_oom(), EXIT_FAILURE;
-        for (size_t i = 0; i < got; i++)
+        for (size_t i = 0; i < n; i++)
                 if (outcome_from_json(json_object_array_get_idx(list, i), &outcomes[i]) < 0) {
                         for (size_t k = 0; k < i; k++)
                                 outcome_done(&outcomes[k]);
                         log_error(_("modloadd sent an answer that cannot be read."));
                         return EXIT_NO_DAEMON;
                 }
-        return finish_outcomes(outcomes, got);
+        *ret = TAKE_PTR(outcomes);
+        return 0;
+}
+
+static int run_load_unload(bool unload, char **names, size_t n) {
+        _cleanup_free_ Outcome *outcomes = NULL;
+        int r;
+
+        r = arg_local ? local_outcomes(unload, 0, names, n, &outcomes) : daemon_outcomes(unload, false, names, n, &outcomes);
+        if (r != 0)
+                return r;
+        return finish_outcomes(outcomes, n);
+}
+
+/* systemd-modules-load's job: what modules-load.d and the kernel command line
+ * list, as one batch, with its log levels and exit status. */
+static int run_modules_load(char **files, size_t n_files) {
+        _cleanup_(strv_freep) char **names = calloc(1, sizeof(char *)), **conf = NULL;
+        _cleanup_free_ Outcome *outcomes = NULL;
+        _cleanup_(varlink_client_freep) VarlinkClient *probe = NULL;
+        int r, ret = EXIT_SUCCESS;
+        size_t n;
+
+        if (!names)
+                return log_oom(), EXIT_FAILURE;
+        if (n_files == 0) {
+                _cleanup_free_ char *cmdline = NULL;
+                size_t size = 0;
+                FILE *f = fopen("/proc/cmdline", "re");
+
+                if (f) {
+                        if (getline(&cmdline, &size, f) < 0)
+                                cmdline = NULL;
+                        fclose(f);
+                }
+                if (cmdline && modules_load_from_cmdline(cmdline, access("/etc/initrd-release", F_OK) >= 0, &names) < 0)
+                        return log_oom(), EXIT_FAILURE;
+                r = modules_load_conf_files(NULL, modules_load_dirs, &conf);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to list modules-load.d files: %m"), EXIT_FAILURE;
+                files = conf;
+                n_files = strv_length(conf);
+        }
+        for (size_t i = 0; i < n_files; i++) {
+                _cleanup_free_ char *path = NULL;
+                FILE *f;
+
+                if (files[i][0] == '/')
+                        path = strdup(files[i]);
+                else
+                        for (const char *const *d = modules_load_dirs; *d && !path; d++) {
+                                path = strdup_printf("%s/%s", *d, files[i]);
+                                if (path && access(path, F_OK) < 0)
+                                        path = mfree(path);
+                        }
+                f = path ? fopen(path, "re") : NULL;
+                if (!f) {
+                        log_error_errno(path ? errno : ENOENT, "Failed to open %s: %m", files[i]);
+                        ret = EXIT_FAILURE;
+                        continue;
+                }
+                r = modules_load_read(f, &names);
+                fclose(f);
+                if (r < 0) {
+                        log_error_errno(r, "Failed to read %s: %m", path);
+                        ret = EXIT_FAILURE;
+                }
+        }
+
+        n = strv_length(names);
+        if (n == 0) {
+                log_debug("No modules to load.");
+                return ret;
+        }
+
+        /* All at once: the daemon loads them in parallel, each after what it depends on.
+         * Without the daemon (it may not be up yet), the same work in this process. */
+        if (!arg_local && varlink_client_connect(&probe, daemon_address(), CONNECT_TIMEOUT_USEC) >= 0) {
+                probe = varlink_client_free(probe);
+                r = daemon_outcomes(false, true, names, n, &outcomes);
+        } else
+                r = local_outcomes(false, RESOLVE_APPLY_BLACKLIST, names, n, &outcomes);
+        if (r != 0)
+                return r;
+
+        for (size_t i = 0; i < n; i++) {
+                Outcome *o = &outcomes[i];
+                switch (o->result) {
+                case OUTCOME_INSERTED:
+                        log_info("Inserted module '%s'", o->name);
+                        break;
+                case OUTCOME_LIVE:
+                        log_debug("Module '%s' is already loaded", o->name);
+                        break;
+                case OUTCOME_BUILTIN:
+                        log_info("Module '%s' is built in", o->name);
+                        break;
+                case OUTCOME_BLACKLISTED:
+                        log_info("Module '%s' is deny-listed (by modprobe.d)", o->name);
+                        break;
+                case OUTCOME_NOT_FOUND:
+                        /* Not fatal: the list may name modules of other kernels. */
+                        log_error("Failed to find module '%s'", o->name);
+                        break;
+                default:
+                        /* A device that is not there, or a symbol that is missing: logged, not fatal. */
+                        log_full_errno(o->error == -ENODEV ? LOG_NOTICE : o->error == -ENOENT ? LOG_WARNING : LOG_ERR,
+                                       o->error ?: EIO, "Failed to insert module '%s': %s", o->name,
+                                       o->message ?: "unknown error");
+                        if (!IN_SET(o->error, -ENODEV, -ENOENT))
+                                ret = EXIT_FAILURE;
+                }
+                outcome_done(o);
+        }
+        return ret;
 }
 
 static void print_describe_reply(json_object *reply) {
@@ -654,7 +777,7 @@ static int run(int argc, char *argv[]) {
                         log_error(_("%s needs at least one module name."), verb);
                         return EXIT_USAGE;
                 }
-                return arg_local ? local_run(streq(verb, "unload"), names, n) : daemon_run(streq(verb, "unload"), names, n);
+                return run_load_unload(streq(verb, "unload"), names, n);
         }
         if (streq(verb, "describe")) {
                 if (n != 1) {
@@ -667,6 +790,8 @@ static int run(int argc, char *argv[]) {
                 log_error(_("%s takes no arguments."), verb);
                 return EXIT_USAGE;
         }
+        if (streq(verb, "modules-load"))
+                return run_modules_load(names, n);
         if (streq(verb, "list"))
                 return daemon_list();
         if (streq(verb, "status"))

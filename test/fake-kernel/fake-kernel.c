@@ -10,7 +10,14 @@
  * where MAGIC is "elf" when the image starts with an ELF header, else "other".
  * A module's name is taken from the file name behind the fd (memfd name or
  * path), up to its first '.'. An image that is not ELF is refused with
- * ENOEXEC, and a second load of one name with EEXIST, as the kernel does. */
+ * ENOEXEC, and a second load of one name with EEXIST, as the kernel does.
+ *
+ * To make loads overlap, a load can be held before it is answered:
+ *   $FAKE_KERNEL_DELAY_MS   sleep this long in every finit/init call;
+ *   $FAKE_KERNEL_GATE       a path: wait while it exists (polled every 10 ms);
+ *   $FAKE_KERNEL_HOLD_ONLY  hold only the module of this name (default: all).
+ * Each call that is held adds a line "hold NAME" to calls.log when it starts
+ * waiting. */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +27,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 #include <dlfcn.h>
 
@@ -63,6 +71,32 @@ static int state_path(const char *name, char *buf, size_t size) {
         return 0;
 }
 
+static void sleep_ms(long ms) {
+        struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                ;
+}
+
+/* Hold a load as configured; keeps errno as it was. */
+static void hold(const char *name) {
+        const char *delay = getenv("FAKE_KERNEL_DELAY_MS"), *gate = getenv("FAKE_KERNEL_GATE"),
+                   *only = getenv("FAKE_KERNEL_HOLD_ONLY");
+        long ms = delay ? strtol(delay, NULL, 10) : 0;
+        int saved = errno;
+
+        if (only && *only && strcmp(only, name) != 0)
+                return;
+        if (ms > 0 || (gate && access(gate, F_OK) == 0)) {
+                record("hold %s", name);
+                if (ms > 0)
+                        sleep_ms(ms);
+                if (gate)
+                        while (access(gate, F_OK) == 0)
+                                sleep_ms(10);
+        }
+        errno = saved;
+}
+
 static long do_insert(const char *name, const unsigned char *head, size_t n) {
         char path[4096];
         int fd;
@@ -101,6 +135,7 @@ static long fake_finit(int fd, const char *params, int flags) {
         /* The kernel decompresses a MODULE_INIT_COMPRESSED_FILE itself: accept it as is. */
         if (flags & 4)
                 memcpy(head, "\177ELF", 4), n = 4;
+        hold(name);
         r = do_insert(name, head, n < 0 ? 0 : (size_t) n);
         record("finit %s %d %lld %s %s", name, flags, (long long) st.st_size,
                (flags & 4) ? "compressed" : (r == 0 || errno == EEXIST) ? "elf" : "other",
@@ -132,6 +167,7 @@ long syscall(long number, ...) {
                 long r;
                 if (p)
                         snprintf(name, sizeof name, "%.*s", (int) strcspn(p + 9, " "), p + 9);
+                hold(name);
                 r = do_insert(name, (const unsigned char *) a, (size_t) b);
                 record("init %s %ld %s", name, b, r == 0 ? "ok" : strerrorname_np(errno));
                 return r;

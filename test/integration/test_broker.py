@@ -1,0 +1,699 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""The broker end to end: Load, Unload, Describe, List, Reload and the events
+around them, against a Debian 12 module tree (xz) and the fake kernel
+(LD_PRELOAD), which records every module system call in calls.log and never
+loads anything into the kernel running the tests.
+
+Usage: test_broker.py --fake-kernel PATH [unittest options]
+  PATH is the built fake kernel (also taken from $MODLOADD_FAKE_KERNEL).
+The module tree comes from test/vm/fetch-kernels.sh (idempotent)."""
+
+import json
+import lzma
+import os
+import socket
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import INTERFACE, SERVICE, T  # noqa: E402
+
+E_PERM = SERVICE + ".PermissionDenied"
+E_INVALID = SERVICE + ".InvalidParameter"
+LOAD = INTERFACE + ".Load"
+UNLOAD = INTERFACE + ".Unload"
+DESCRIBE = INTERFACE + ".Describe"
+LIST = INTERFACE + ".List"
+RELOAD = INTERFACE + ".Reload"
+MONITOR = INTERFACE + ".Monitor"
+GETSTATS = INTERFACE + ".GetStatistics"
+NO_SUCH_MODULE = "modloadd-test-no-such-module"
+SUCCESS = {"inserted", "live", "builtin"}
+
+FAKE_KERNEL = os.environ.get("MODLOADD_FAKE_KERNEL")
+
+
+# ---------------------------------------------------------------------------
+# The module tree
+
+_tree = None
+
+
+def module_tree(name="6.1-xz"):
+    """lib/modules/KV of a tree made by test/vm/fetch-kernels.sh."""
+    global _tree
+    if _tree:
+        return _tree
+    fetch = os.path.join(harness.SOURCE_ROOT, "test", "vm", "fetch-kernels.sh")
+    r = subprocess.run(["sh", fetch], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if r.returncode != 0:
+        raise unittest.SkipTest("fetching the module trees failed:\n" + r.stderr.decode(errors="replace")[-2000:])
+    cache = r.stdout.decode().strip().splitlines()[-1]
+    base = os.path.join(cache, "trees", name, "lib", "modules")
+    kvs = os.listdir(base) if os.path.isdir(base) else []
+    if len(kvs) != 1:
+        raise unittest.SkipTest("no single kernel version in " + base)
+    _tree = os.path.join(base, kvs[0])
+    return _tree
+
+
+def read_dep(tree):
+    """modules.dep as {module name: (path, [dependency names])}."""
+    def name_of(p):
+        return os.path.basename(p).split(".", 1)[0].replace("-", "_")
+    deps = {}
+    with open(os.path.join(tree, "modules.dep")) as f:
+        for line in f:
+            path, _, rest = line.strip().partition(":")
+            deps[name_of(path)] = (os.path.join(tree, path), [name_of(d) for d in rest.split()])
+    return deps
+
+
+def read_aliases(tree, module):
+    out = []
+    with open(os.path.join(tree, "modules.alias")) as f:
+        for line in f:
+            w = line.split()
+            if len(w) == 3 and w[0] == "alias" and w[2] == module:
+                out.append(w[1])
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Fake kernel state
+
+
+class FakeKernel:
+    def __init__(self, path):
+        self.dir = path
+        os.makedirs(path, exist_ok=True)
+        self.log = os.path.join(path, "calls.log")
+
+    def lines(self):
+        try:
+            with open(self.log) as f:
+                return [ln.split() for ln in f.read().splitlines() if ln.strip()]
+        except FileNotFoundError:
+            return []
+
+    def calls(self, kind=None, name=None):
+        """finit/init/delete lines (not "hold" lines), as word lists."""
+        return [w for w in self.lines()
+                if w[0] in ("finit", "init", "delete") and (kind is None or w[0] == kind)
+                and (name is None or w[1] == name)]
+
+    def loads(self):
+        return [w for w in self.lines() if w[0] in ("finit", "init")]
+
+    def held(self, name=None):
+        return [w for w in self.lines() if w[0] == "hold" and (name is None or w[1] == name)]
+
+
+# ---------------------------------------------------------------------------
+# Test case base
+
+
+class BrokerTestCase(harness.DaemonTestCase):
+    """A daemon with the fake kernel preloaded and --module-dir of the xz tree.
+    Subclasses set extra_args / extra_env; a test may restart the daemon with
+    start_daemon()."""
+
+    extra_args = ()
+    extra_env = {}
+
+    @classmethod
+    def setUpClass(cls):
+        if not FAKE_KERNEL or not os.path.exists(FAKE_KERNEL):
+            raise unittest.SkipTest("the fake kernel is not built (--fake-kernel PATH)")
+        cls.tree = module_tree()
+        cls.deps = read_dep(cls.tree)
+
+    def daemon_env(self, extra=None):
+        env = {
+            "FAKE_KERNEL_DIR": self.kernel.dir,
+            "LD_PRELOAD": " ".join(p for p in (FAKE_KERNEL, os.environ.get("LD_PRELOAD")) if p),
+            # The fake kernel comes first in the link order, before the ASan runtime.
+            "ASAN_OPTIONS": ":".join(p for p in (os.environ.get("ASAN_OPTIONS"), "verify_asan_link_order=0") if p),
+            # loads wait while this file exists (close_gate, open_gate)
+            "FAKE_KERNEL_GATE": self.gate,
+        }
+        env.update(self.extra_env)
+        env.update(extra or {})
+        return env
+
+    def start_daemon(self, args=(), env=None, name="d", wait_ready=True):
+        d = harness.Daemon(self.tmp, name=name,
+                           args=["--module-dir=" + self.tree] + list(self.extra_args) + list(args),
+                           env=self.daemon_env(env))
+        try:
+            d.start(wait_ready=wait_ready)
+        except BaseException:
+            d.kill()
+            raise
+        return d
+
+    def setUp(self):
+        self.tmp = harness.TempDir()
+        self.kernel = FakeKernel(self.tmp.join("kernel"))
+        self.gate = self.tmp.join("gate")
+        self._conns = []
+        try:
+            self.daemon = self.start_daemon()
+        except BaseException:
+            self.tmp.cleanup()
+            raise
+        self.sock = self.daemon.sock
+
+    # --- helpers ----------------------------------------------------------
+
+    def restart(self, args=(), env=None):
+        """Replace the daemon of setUp by one with more options."""
+        self.daemon.stop(check=True)
+        self.daemon = self.start_daemon(args, env, name="d2")
+        self.sock = self.daemon.sock
+
+    def close_gate(self):
+        with open(self.gate, "w"):
+            pass
+
+    def open_gate(self):
+        try:
+            os.unlink(self.gate)
+        except FileNotFoundError:
+            pass
+
+    def tearDown(self):
+        self.open_gate()
+        super().tearDown()
+
+    def monitor(self):
+        m = self.conn(timeout=T(30))
+        self.assertEqual(m.roundtrip(MONITOR, {}, more=True), {"parameters": {"ready": True}, "continues": True})
+        return m
+
+    def events(self, m, until, timeout=None):
+        """Events from monitor connection M until UNTIL(list of events) is true."""
+        deadline = time.monotonic() + (timeout or T(30))
+        evs = []
+        while not until(evs):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.fail("events so far: %s" % json.dumps(evs)[:3000])
+            r = m.recv(timeout=left)
+            self.assertEqual(r.get("continues"), True, r)
+            evs.append(r["parameters"]["event"])
+        return evs
+
+    def outcomes(self, r, names):
+        self.assertEqual(set(r), {"parameters"}, r)
+        self.assertEqual(set(r["parameters"]), {"outcomes"}, r)
+        outs = r["parameters"]["outcomes"]
+        self.assertEqual([o["name"] for o in outs], list(names), r)
+        for o in outs:
+            self.assertLessEqual({"name", "modules", "result", "shared"}, set(o), o)
+            self.assertLessEqual(set(o), {"name", "modules", "result", "shared", "errno", "errnoName", "message"}, o)
+        return outs
+
+    def load(self, names, c=None, **opts):
+        c = c or self.conn(timeout=T(30))
+        p = {"names": list(names)}
+        p.update(opts)
+        return self.outcomes(c.roundtrip(LOAD, p), names)
+
+    def plan_of(self, module):
+        """What Describe says loading MODULE inserts, in order."""
+        r = self.conn().roundtrip(DESCRIBE, {"name": module})
+        self.assertEqual(set(r), {"parameters"}, r)
+        return r["parameters"]["modules"]
+
+    def assert_one_finit_each(self, modules):
+        counts = {}
+        for w in self.kernel.loads():
+            counts[w[1]] = counts.get(w[1], 0) + 1
+        self.assertEqual(counts, {m: 1 for m in modules}, self.kernel.lines())
+
+    def xz_size(self, module):
+        with lzma.open(self.deps[module][0]) as f:
+            return len(f.read())
+
+
+# ---------------------------------------------------------------------------
+
+
+class Concurrent(BrokerTestCase):
+    def test_64_clients_one_load(self):
+        aliases = read_aliases(self.tree, "btrfs")
+        self.assertIn("fs-btrfs", aliases)
+        modalias = [a for a in aliases if a.startswith("char-major-") or a.startswith("devname:")]
+        self.assertTrue(modalias, aliases)
+        names = ["btrfs", "fs-btrfs"] + modalias
+        plan = self.plan_of("btrfs")
+        self.assertEqual(plan[-1], "btrfs")
+        for n in names:
+            self.assertEqual(self.plan_of(n), plan, n)
+
+        m = self.monitor()
+        self.close_gate()
+        clients = [self.conn(timeout=T(60)) for _ in range(64)]
+        asked = [names[i % len(names)] for i in range(64)]
+        for c, n in zip(clients, asked):
+            c.call(LOAD, {"names": [n]})
+        # Every request is in the daemon before the first load may finish.
+        self.events(m, lambda evs: sum(e["kind"] == "request" for e in evs) >= 64, T(60))
+        self.assertTrue(harness.wait_until(lambda: self.kernel.held(), T(20)), self.kernel.lines())
+        self.assertEqual(self.kernel.loads(), [])
+        self.open_gate()
+
+        shared = 0
+        for c, n in zip(clients, asked):
+            (o,) = self.outcomes(c.recv(timeout=T(60)), [n])
+            self.assertEqual(o["result"], "inserted", o)
+            self.assertEqual(o["modules"], plan, o)
+            self.assertNotIn("errno", o)
+            shared += o["shared"]
+        self.assertEqual(shared, 63)
+
+        self.assert_one_finit_each(plan)
+        for w in self.kernel.loads():
+            self.assertEqual(w[-1], "ok", w)
+        s = self.stats()
+        self.assertEqual(s["requests"], 64 + 0, s)
+        self.assertGreaterEqual(s["sharedRequests"], 63, s)
+        self.assertEqual(s["kernelEEXIST"], 0, s)
+        self.assertEqual(s["kernelCalls"], len(plan), s)
+        self.assertEqual(s["modulesInserted"], len(plan), s)
+        self.assertEqual(s["failures"], 0, s)
+        self.assertGreater(s["bytesAvoided"], 0, s)
+
+    def test_rejected_module_every_caller_fails(self):
+        bad = self.tmp.join("x.ko")
+        with open(bad, "wb") as f:
+            f.write(b"this is not an ELF object\n" * 64)
+        m = self.monitor()
+        self.close_gate()
+        clients = [self.conn(timeout=T(60)) for _ in range(8)]
+        for c in clients:
+            c.call(LOAD, {"names": [bad]})
+        self.events(m, lambda evs: sum(e["kind"] == "request" for e in evs) >= 8)
+        self.assertTrue(harness.wait_until(lambda: self.kernel.held("x"), T(20)), self.kernel.lines())
+        self.open_gate()
+        outs = []
+        for c in clients:
+            (o,) = self.outcomes(c.recv(timeout=T(60)), [bad])
+            outs.append(o)
+        for o in outs:
+            self.assertEqual(o["result"], "failed", o)
+            self.assertEqual(o["errnoName"], "ENOEXEC", o)
+            self.assertEqual(o["errno"], 8, o)
+            self.assertTrue(o.get("message"), o)
+            self.assertEqual(o["message"], outs[0]["message"], o)
+        self.assertEqual(sum(o["shared"] for o in outs), 7, outs)
+        self.assertEqual(len(self.kernel.loads()), 1, self.kernel.lines())
+        self.assertEqual(self.kernel.loads()[0][:2], ["finit", "x"])
+        self.assertEqual(self.kernel.loads()[0][-1], "ENOEXEC")
+        s = self.stats()
+        self.assertEqual(s["failures"], 8, s)
+        self.assertEqual(s["modulesInserted"], 0, s)
+
+    def test_client_killed_mid_request(self):
+        m = self.monitor()
+        self.close_gate()
+        gone = harness.connect(self.sock)
+        gone.call(LOAD, {"names": ["xor"]})
+        self.events(m, lambda evs: any(e["kind"] == "loadStarted" for e in evs))
+        gone.close()
+        self.assertTrue(harness.wait_until(lambda: self.kernel.held("xor"), T(20)), self.kernel.lines())
+        # Someone else asks meanwhile: it joins the load the gone client started.
+        c = self.conn(timeout=T(60))
+        c.call(LOAD, {"names": ["xor"]})
+        self.events(m, lambda evs: any(e["kind"] == "request" for e in evs))
+        self.assertTrue(harness.get_info_ok(self.conn().roundtrip(SERVICE + ".GetInfo")))
+        self.open_gate()
+        (o,) = self.outcomes(c.recv(timeout=T(60)), ["xor"])
+        self.assertEqual((o["result"], o["shared"]), ("inserted", True), o)
+        self.assertTrue(harness.wait_until(lambda: self.kernel.calls("finit", "xor"), T(20)))
+        self.assertEqual([w[-1] for w in self.kernel.loads()], ["ok"], self.kernel.lines())
+
+    def test_client_killed_load_completes_alone(self):
+        self.close_gate()
+        gone = harness.connect(self.sock)
+        gone.call(LOAD, {"names": ["xor"]})
+        self.assertTrue(harness.wait_until(lambda: self.kernel.held("xor"), T(20)), self.kernel.lines())
+        gone.close()
+        self.assertTrue(harness.get_info_ok(self.conn().roundtrip(SERVICE + ".GetInfo")))
+        self.open_gate()
+        self.assertTrue(harness.wait_until(lambda: self.kernel.calls("finit", "xor"), T(20)),
+                        self.kernel.lines())
+        self.assertEqual(self.kernel.calls("finit", "xor")[0][-1], "ok")
+        self.assertTrue(harness.wait_until(lambda: self.stats()["modulesInserted"] == 1, T(10)))
+        self.assertEqual(self.stats()["connections"], 1)
+
+    def test_too_many_requests(self):
+        self.close_gate()
+        busy = []
+        for _ in range(4):
+            c = self.conn(timeout=T(120))
+            c.call(LOAD, {"names": ["xor"] * 1024})
+            busy.append(c)
+        # 4096 names of uid 0 are pending: one more is refused, and that changes nothing.
+        self.assertTrue(harness.wait_until(lambda: self.kernel.held("xor"), T(60)), self.kernel.lines())
+        c = self.conn()
+        self.assertError(c.roundtrip(LOAD, {"names": ["libcrc32c"]}), INTERFACE + ".TooManyRequests",
+                         {"max": 4096})
+        self.assertError(c.roundtrip(UNLOAD, {"names": ["libcrc32c"]}), INTERFACE + ".TooManyRequests",
+                         {"max": 4096})
+        self.open_gate()
+        for b in busy:
+            outs = self.outcomes(b.recv(timeout=T(120)), ["xor"] * 1024)
+            self.assertEqual({o["result"] for o in outs}, {"inserted"})
+        self.assertEqual(len(self.kernel.loads()), 1, self.kernel.lines())
+        # Nothing pending now: accepted again.
+        (o,) = self.load(["libcrc32c"], c)
+        self.assertIn(o["result"], SUCCESS, o)
+
+
+class Loads(BrokerTestCase):
+    def test_userspace_decompression_memfd(self):
+        # The tree is xz and this kernel reports no /sys/module/compression:
+        # the daemon decompresses and hands a sealed memfd to finit_module.
+        self.assertFalse(os.path.exists("/sys/module/compression"))
+        self.assertEqual(self.deps["xor"][1], [])
+        (o,) = self.load(["xor"])
+        self.assertEqual(o, {"name": "xor", "modules": ["xor"], "result": "inserted", "shared": False})
+        size = self.xz_size("xor")
+        self.assertEqual(self.kernel.loads(), [["finit", "xor", "0", str(size), "elf", "ok"]])
+        s = self.stats()
+        self.assertEqual((s["kernelCalls"], s["modulesInserted"], s["kernelEEXIST"]), (1, 1, 0), s)
+        self.assertEqual(s["bytesDecompressed"], size, s)
+        self.assertEqual(s["bytesToKernel"], size, s)
+
+    def test_dependencies_first(self):
+        plan = self.plan_of("btrfs")
+        (o,) = self.load(["btrfs"])
+        self.assertEqual((o["result"], o["modules"]), ("inserted", plan), o)
+        self.assertEqual([w[1] for w in self.kernel.loads()], plan)
+        for w in self.kernel.loads():
+            self.assertEqual((w[0], w[2], w[4], w[5]), ("finit", "0", "elf", "ok"), w)
+            self.assertEqual(int(w[3]), self.xz_size(w[1]), w)
+        for d in self.deps["btrfs"][1]:
+            self.assertLess(plan.index(d), plan.index("btrfs"))
+
+    def test_again_after_load(self):
+        # Nothing under /sys/module on this host: the second request asks the
+        # (fake) kernel again, which says EEXIST, and the answer is "live".
+        self.load(["xor"])
+        (o,) = self.load(["xor"])
+        self.assertEqual((o["result"], o["modules"]), ("live", ["xor"]), o)
+        self.assertNotIn("errno", o)
+        self.assertEqual([w[-1] for w in self.kernel.loads()], ["ok", "EEXIST"])
+        s = self.stats()
+        self.assertEqual((s["kernelCalls"], s["kernelEEXIST"], s["modulesInserted"], s["failures"]), (2, 1, 1, 0), s)
+
+    def test_several_names_one_call(self):
+        names = ["xor", "fs-btrfs", NO_SUCH_MODULE, "xor"]
+        outs = self.load(names)
+        self.assertEqual(outs[0]["result"], "inserted", outs)
+        self.assertEqual(outs[1]["result"], "inserted", outs)
+        self.assertEqual(outs[2]["result"], "notFound", outs)
+        self.assertIn(outs[3]["result"], SUCCESS, outs)
+        self.assertEqual(len(self.kernel.calls("finit", "xor")), 1, self.kernel.lines())
+
+    def test_dry_run(self):
+        plan = self.plan_of("btrfs")
+        for n in ("btrfs", "fs-btrfs", "xor"):
+            (o,) = self.load([n], dryRun=True)
+            self.assertEqual(o["result"], "dryRun", o)
+            self.assertEqual(o["modules"], plan if n != "xor" else ["xor"], o)
+            self.assertIs(o["shared"], False, o)
+        self.assertEqual(self.kernel.lines(), [])
+        s = self.stats()
+        self.assertEqual((s["kernelCalls"], s["modulesInserted"], s["bytesDecompressed"]), (0, 0, 0), s)
+
+    def test_not_found(self):
+        (o,) = self.load([NO_SUCH_MODULE])
+        self.assertEqual(o["result"], "notFound", o)
+        self.assertEqual(o["modules"], [], o)
+        self.assertEqual((o["errno"], o["errnoName"]), (2, "ENOENT"), o)
+        self.assertIn(NO_SUCH_MODULE, o["message"])
+        self.assertIn(self.tree, o["message"])
+        self.assertError(self.conn().roundtrip(DESCRIBE, {"name": NO_SUCH_MODULE}),
+                         INTERFACE + ".ModuleNotFound", {"name": NO_SUCH_MODULE})
+        self.assertEqual(self.kernel.lines(), [])
+        self.assertEqual(self.stats()["failures"], 1)
+
+    def test_absolute_path(self):
+        (o,) = self.load([self.deps["xor"][0]])
+        self.assertEqual((o["result"], o["modules"]), ("inserted", ["xor"]), o)
+        self.assertEqual([w[:2] for w in self.kernel.loads()], [["finit", "xor"]])
+
+    def test_unload(self):
+        self.load(["xor"])
+        r = self.conn().roundtrip(UNLOAD, {"names": ["xor"], "dryRun": True})
+        (o,) = self.outcomes(r, ["xor"])
+        self.assertEqual(self.kernel.calls("delete"), [], self.kernel.lines())
+        self.assertError(self.conn().roundtrip(UNLOAD, {"names": ["xor"], "wait": 3600001}),
+                         E_INVALID, {"parameter": "wait"})
+        self.assertError(self.conn().roundtrip(UNLOAD, {"names": ["xor"], "wait": -1}),
+                         E_INVALID, {"parameter": "wait"})
+
+
+class Describe(BrokerTestCase):
+    def test_matches_tree(self):
+        for name in ("btrfs", "fs-btrfs", "xor", "libcrc32c"):
+            r = self.conn().roundtrip(DESCRIBE, {"name": name})
+            self.assertEqual(set(r), {"parameters"}, r)
+            p = r["parameters"]
+            self.assertLessEqual({"modules", "steps"}, set(p), p)
+            self.assertNotIn("blacklisted", p)
+            target = "btrfs" if name == "fs-btrfs" else name
+            self.assertEqual(p["modules"][-1], target, p)
+            self.assertEqual([s["module"] for s in p["steps"]], p["modules"], p)
+            for s in p["steps"]:
+                self.assertEqual(s["kind"], "insmod", s)
+                self.assertEqual(s["path"], self.deps[s["module"]][0], s)
+                self.assertTrue(os.path.exists(s["path"]), s)
+            # every hard dependency (modules.dep) is there, before the module
+            for mod in p["modules"]:
+                for d in self.deps[mod][1]:
+                    self.assertLess(p["modules"].index(d), p["modules"].index(mod), (mod, d, p))
+        self.assertEqual(self.conn().roundtrip(DESCRIBE, {"name": "xor"}),
+                         {"parameters": {"modules": ["xor"], "steps": [
+                             {"kind": "insmod", "module": "xor", "path": self.deps["xor"][0]}]}})
+        # parameters from the caller show up in the step of the target
+        r = self.conn().roundtrip(DESCRIBE, {"name": "xor", "parameters": "a=1"})
+        self.assertEqual(r["parameters"]["steps"][-1].get("parameters"), "a=1", r)
+        self.assertEqual(self.kernel.lines(), [])
+
+    def test_invalid(self):
+        self.assertError(self.conn().roundtrip(DESCRIBE, {"name": "a/b"}), INTERFACE + ".InvalidName",
+                         {"name": "a/b"})
+        self.assertError(self.conn().roundtrip(DESCRIBE, {}), E_INVALID, {"parameter": "name"})
+
+
+class Validation(BrokerTestCase):
+    def test_invalid_names(self):
+        c = self.conn()
+        for name in ("", "a/b", "-x", "bad\nname", "tab\there", "x" * 4096, "relative/x.ko"):
+            for method in (LOAD, UNLOAD):
+                self.assertError(c.roundtrip(method, {"names": ["xor", name]}),
+                                 INTERFACE + ".InvalidName", {"name": name})
+        # 4095 bytes is still a name (none that exists)
+        (o,) = self.load(["y" * 4095], c)
+        self.assertEqual(o["result"], "notFound", o)
+        self.assertEqual(self.kernel.lines(), [])
+
+    def test_too_many_names(self):
+        c = self.conn()
+        for method in (LOAD, UNLOAD):
+            self.assertError(c.roundtrip(method, {"names": ["xor"] * 1025}),
+                             INTERFACE + ".TooManyNames", {"max": 1024})
+        outs = self.load(["xor"] * 1024, c)
+        self.assertEqual(len(outs), 1024)
+        self.assertEqual({o["result"] for o in outs}, {"inserted"})
+        self.assertEqual(len(self.kernel.loads()), 1, self.kernel.lines())
+
+    def test_empty_names(self):
+        r = self.conn().roundtrip(LOAD, {"names": []})
+        self.assertEqual(r, {"parameters": {"outcomes": []}})
+
+    def test_unprivileged(self):
+        (c,) = self.conns_as(1)
+        for method, p in ((LOAD, {"names": ["xor"]}),
+                          (LOAD, {"names": ["xor"], "dryRun": True}),
+                          (UNLOAD, {"names": ["xor"]}),
+                          (RELOAD, {})):
+            self.assertError(c.roundtrip(method, p), E_PERM)
+        r = c.roundtrip(DESCRIBE, {"name": "xor"})
+        self.assertEqual(r["parameters"]["modules"], ["xor"], r)
+        r = c.roundtrip(LIST, {})
+        self.assertEqual(r, {"parameters": {"modules": []}} if not os.path.exists("/proc/modules")
+                         else r)
+        self.assertEqual(set(r["parameters"]), {"modules"}, r)
+        r = c.roundtrip(GETSTATS, {})
+        self.assertEqual(r["parameters"]["requests"], 0, r)
+        self.assertEqual(self.kernel.lines(), [])
+
+
+class Service(BrokerTestCase):
+    def test_list(self):
+        r = self.conn().roundtrip(LIST, {})
+        self.assertEqual(set(r), {"parameters"}, r)
+        mods = r["parameters"]["modules"]
+        if not os.path.exists("/proc/modules"):
+            self.assertEqual(mods, [])
+        for mod in mods:
+            self.assertEqual(set(mod), {"name", "size", "refcount", "holders", "state"}, mod)
+
+    def test_reload(self):
+        c = self.conn()
+        c.roundtrip(DESCRIBE, {"name": "xor"})
+        c.roundtrip(DESCRIBE, {"name": "xor"})
+        hits = self.stats(c)["resolveCacheHits"]
+        self.assertGreaterEqual(hits, 1)
+        self.assertEqual(c.roundtrip(RELOAD, {}), {"parameters": {}})
+        self.assertEqual(c.roundtrip(RELOAD), {"parameters": {}})
+        # the resolution cache starts over
+        self.assertEqual(c.roundtrip(DESCRIBE, {"name": "xor"})["parameters"]["modules"], ["xor"])
+        self.assertEqual(self.stats(c)["resolveCacheHits"], hits)
+        (o,) = self.load(["xor"], c)
+        self.assertEqual(o["result"], "inserted", o)
+
+    def test_monitor_load_events(self):
+        m = self.monitor()
+        (o,) = self.load(["fs-btrfs"])
+        plan = o["modules"]
+        evs = self.events(m, lambda evs: any(e["kind"] == "answered" for e in evs))
+        kinds = [e["kind"] for e in evs]
+        self.assertEqual(kinds[0], "call", evs)
+        self.assertEqual(evs[0]["method"], LOAD)
+        self.assertEqual(evs[1], {"kind": "request", "name": "fs-btrfs", "uid": os.getuid(), "pid": os.getpid()})
+        started = [e for e in evs if e["kind"] == "loadStarted"]
+        finished = [e for e in evs if e["kind"] == "loadFinished"]
+        self.assertEqual([e["module"] for e in started], plan, evs)
+        self.assertEqual([e["module"] for e in finished], plan, evs)
+        for e in started:
+            self.assertEqual((e["uid"], e["pid"]), (os.getuid(), os.getpid()), e)
+        for e in finished:
+            self.assertEqual(e["result"], "inserted", e)
+            self.assertIsInstance(e["durationUsec"], int, e)
+            self.assertGreater(e["durationUsec"], 0, e)
+            self.assertNotIn("errno", e)
+        # each module finishes before the next starts (dependencies first)
+        for i, mod in enumerate(plan):
+            self.assertLess(evs.index(started[i]), evs.index(finished[i]))
+            if i:
+                self.assertLess(evs.index(finished[i - 1]), evs.index(started[i]))
+        self.assertEqual(evs[-1], {"kind": "answered", "name": "fs-btrfs", "result": "inserted", "shared": False})
+        m.expect_silence(0.2)
+
+        # a failure and a module not found, as events
+        (o,) = self.load([NO_SUCH_MODULE])
+        evs = self.events(m, lambda evs: any(e["kind"] == "answered" for e in evs))
+        self.assertEqual(evs[-1]["result"], "notFound", evs)
+        self.assertEqual(evs[-1]["errno"], 2, evs)
+        self.assertFalse([e for e in evs if e["kind"].startswith("load")], evs)
+
+    def test_sigterm_while_idle_after_loads(self):
+        self.load(["btrfs"])
+        self.load(["btrfs"])
+        self.assertEqual(self.daemon.stop(check=True), 0)
+        self.daemon = self.start_daemon(name="again")
+        self.sock = self.daemon.sock
+
+
+class Timeouts(BrokerTestCase):
+    """Loads held by the fake kernel for a while (FAKE_KERNEL_DELAY_MS)."""
+
+    def delay_env(self, ms, only="xor"):
+        return {"FAKE_KERNEL_DELAY_MS": str(int(ms)), "FAKE_KERNEL_HOLD_ONLY": only}
+
+    def test_load_timeout(self):
+        delay = T(3) * 1000
+        self.restart(["--load-timeout=1s"], self.delay_env(delay))
+        c = self.conn(timeout=T(30))
+        t0 = time.monotonic()
+        (o,) = self.load(["xor"], c)
+        took = time.monotonic() - t0
+        self.assertEqual(o["result"], "failed", o)
+        self.assertEqual((o["errno"], o["errnoName"]), (110, "ETIMEDOUT"), o)
+        self.assertIn("xor", o["message"])
+        self.assertGreaterEqual(took, 0.9)
+        self.assertLess(took, delay / 1000, "answered only after the load ended")
+        self.assertEqual(self.kernel.loads(), [])
+        # The load goes on and ends well.
+        self.assertTrue(harness.wait_until(lambda: self.kernel.loads(), T(20)), self.kernel.lines())
+        self.assertEqual(self.kernel.loads()[0][:2], ["finit", "xor"])
+        self.assertEqual(self.kernel.loads()[0][-1], "ok")
+        self.assertTrue(harness.wait_until(lambda: self.stats()["modulesInserted"] == 1, T(10)))
+        s = self.stats()
+        self.assertEqual(s["failures"], 1, s)
+
+    def test_load_timeout_joined_callers(self):
+        delay = T(3) * 1000
+        self.restart(["--load-timeout=1s"], self.delay_env(delay))
+        clients = [self.conn(timeout=T(30)) for _ in range(4)]
+        for c in clients:
+            c.call(LOAD, {"names": ["xor"]})
+        for c in clients:
+            (o,) = self.outcomes(c.recv(), ["xor"])
+            self.assertEqual((o["result"], o["errnoName"]), ("failed", "ETIMEDOUT"), o)
+        self.assertTrue(harness.wait_until(lambda: self.kernel.loads(), T(20)), self.kernel.lines())
+        self.assertEqual(len(self.kernel.loads()), 1, self.kernel.lines())
+
+    def test_idle_exit_waits_for_load(self):
+        delay = T(3) * 1000
+        self.restart(["--idle-timeout=1"], self.delay_env(delay))
+        c = harness.connect(self.sock, timeout=T(30))
+        t0 = time.monotonic()
+        c.call(LOAD, {"names": ["xor"]})
+        (o,) = self.outcomes(c.recv(), ["xor"])
+        self.assertEqual(o["result"], "inserted", o)
+        self.assertGreaterEqual(time.monotonic() - t0, delay / 1000 * 0.9)
+        c.close()
+        # Idle now: it exits, cleanly.
+        self.assertEqual(self.daemon.wait_exit(T(10)), 0, self.daemon.describe())
+
+    def test_idle_exit_waits_for_orphaned_load(self):
+        # The only caller went away: nobody is connected, but a load is in flight.
+        delay = T(3) * 1000
+        self.restart(["--idle-timeout=1"], self.delay_env(delay))
+        c = harness.connect(self.sock, timeout=T(30))
+        c.call(LOAD, {"names": ["xor"]})
+        self.assertTrue(harness.wait_until(lambda: self.kernel.held("xor"), T(10)), self.kernel.lines())
+        t0 = time.monotonic()
+        c.close()
+        while not self.kernel.loads():
+            self.assertTrue(self.daemon.alive(), "exited with a load in flight after %.1fs\n%s"
+                            % (time.monotonic() - t0, self.daemon.describe()))
+            self.assertLess(time.monotonic() - t0, T(20))
+            time.sleep(0.05)
+        self.assertEqual(self.kernel.loads()[0][-1], "ok", self.kernel.lines())
+        self.assertEqual(self.daemon.wait_exit(T(10)), 0, self.daemon.describe())
+
+    def tearDown(self):
+        if self.daemon.proc.poll() is not None and self.daemon.proc.returncode == 0 and self._outcome_ok():
+            # exited on its own (idle): nothing more to check
+            for c in self._conns:
+                c.close()
+            self.daemon.notify.close()
+            self.tmp.cleanup()
+            return
+        super().tearDown()
+
+
+def main():
+    global FAKE_KERNEL
+    argv = list(sys.argv)
+    if "--fake-kernel" in argv:
+        i = argv.index("--fake-kernel")
+        FAKE_KERNEL = os.path.abspath(argv[i + 1])
+        del argv[i:i + 2]
+    unittest.main(argv=argv, verbosity=2)
+
+
+if __name__ == "__main__":
+    main()
