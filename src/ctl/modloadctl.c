@@ -25,6 +25,7 @@
 static const char *arg_address = NULL;
 static bool arg_local = false;
 static bool arg_json = false;
+static bool arg_quiet = false;
 static const char *arg_parameters = NULL;
 static bool arg_use_blacklist = false;
 static bool arg_ignore_install = false;
@@ -60,6 +61,7 @@ static void help(void) {
                  "     --address=ADDRESS  The daemon's socket (default: %s)\n"
                  "     --local            Do the work in this process, without the daemon\n"
                  "     --json             Print JSON\n"
+                 "  -q --quiet             Print only failures; no module for a name is no failure\n"
                  "  -p --parameters=TEXT   Module parameters for the named modules\n"
                  "  -b --use-blacklist     Apply the blacklist to module names too\n"
                  "  -i --ignore-install    Ignore install and remove commands\n"
@@ -96,6 +98,7 @@ static int parse_argv(int argc, char *argv[]) {
                 { "address", required_argument, NULL, ARG_ADDRESS },
                 { "local", no_argument, NULL, ARG_LOCAL },
                 { "json", no_argument, NULL, ARG_JSON },
+                { "quiet", no_argument, NULL, 'q' },
                 { "parameters", required_argument, NULL, 'p' },
                 { "use-blacklist", no_argument, NULL, 'b' },
                 { "ignore-install", no_argument, NULL, 'i' },
@@ -114,7 +117,7 @@ static int parse_argv(int argc, char *argv[]) {
         uint64_t u;
         int c;
 
-        while ((c = getopt_long(argc, argv, "hp:binfw:", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "hp:binfqw:", options, NULL)) >= 0)
                 switch (c) {
                 case 'h':
                         help();
@@ -130,6 +133,9 @@ static int parse_argv(int argc, char *argv[]) {
                         break;
                 case ARG_JSON:
                         arg_json = true;
+                        break;
+                case 'q':
+                        arg_quiet = true;
                         break;
                 case 'p':
                         arg_parameters = optarg;
@@ -221,16 +227,27 @@ static void print_outcomes_table(const Outcome *outcomes, size_t n) {
                         fprintf(stderr, "%s: %s\n", outcomes[i].name, outcomes[i].message);
 }
 
+/* With --quiet, what udev asks for constantly is no failure: a modalias without a module,
+ * or a blacklisted one. */
+static bool outcome_counts_as_failure(const Outcome *o) {
+        if (arg_quiet && IN_SET(o->result, OUTCOME_NOT_FOUND, OUTCOME_BLACKLISTED))
+                return false;
+        return !outcome_result_is_success(o->result);
+}
+
 static int finish_outcomes(Outcome *outcomes, size_t n) {
         int ret = EXIT_SUCCESS;
 
         if (arg_json)
                 print_outcomes_json(outcomes, n);
-        else
+        else if (!arg_quiet)
                 print_outcomes_table(outcomes, n);
         for (size_t i = 0; i < n; i++) {
-                if (!outcome_result_is_success(outcomes[i].result))
+                if (outcome_counts_as_failure(&outcomes[i])) {
                         ret = EXIT_MODULE_FAILED;
+                        if (arg_quiet && !arg_json && outcomes[i].message)
+                                fprintf(stderr, "%s: %s\n", outcomes[i].name, outcomes[i].message);
+                }
                 outcome_done(&outcomes[i]);
         }
         return ret;
