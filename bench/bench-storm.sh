@@ -34,12 +34,14 @@ now_ms() {
              END {if (!f) {getline u < "/proc/uptime"; split(u, a, " "); printf "%.3f\n", a[1] * 1000}}' \
                 /proc/timer_list 2>/dev/null
 }
-# children's user+sys of this shell, in ms (busybox `times`: second line)
+# children's user+sys of this shell, in ms: busybox `times`, second line
+# (run by the shell itself, not in a $(...) subshell, which has no children)
 children_ms() {
-        times | awk 'NR == 2 {
+        times >/tmp/times
+        awk 'NR == 2 {
                 t = 0
                 for (i = 1; i <= 2; i++) { split($i, a, "m"); sub(/s$/, "", a[2]); t += a[1] * 60 + a[2] }
-                printf "%.0f\n", t * 1000 }'
+                printf "%.0f\n", t * 1000 }' /tmp/times
 }
 # utime+stime of a process in ms
 proc_ms() { awk -v hz=$HZ '{ sub(/^.*\) /, ""); printf "%.0f\n", ($12 + $13) * 1000 / hz }' /proc/$1/stat; }
@@ -95,7 +97,7 @@ for N in $NS; do
         # --- kmod -------------------------------------------------------------------
         rm -f /tmp/rc.* /tmp/k.trace
         export MP M N
-        c0=$(children_ms); t0=$(now_ms)
+        children_ms >/tmp/c0; t0=$(now_ms); c0=$(cat /tmp/c0)
         # shellcheck disable=SC2016 # expanded by the inner shell
         $ST -f --seccomp-bpf -qq -y -s 0 -e signal=none -e trace=init_module,finit_module \
                 -o /tmp/k.trace /bin/sh -c '
@@ -105,7 +107,7 @@ for N in $NS; do
                         i=$((i + 1))
                 done
                 wait'
-        t1=$(now_ms); c1=$(children_ms)
+        t1=$(now_ms); children_ms >/tmp/c1; c1=$(cat /tmp/c1)
         bad=0
         for f in /tmp/rc.*; do [ "$(cat "$f")" = 0 ] || bad=$((bad + 1)); done
         after=$(snap)
@@ -124,7 +126,7 @@ for N in $NS; do
         [ -n "$dpid" ] || { echo "@@ERROR modloadd did not start"; cat /tmp/d.log; exit 1; }
         sleep 0.2
         export MC
-        d0=$(proc_ms $dpid); s0=$(proc_ms $spid); c0=$(children_ms); t0=$(now_ms)
+        d0=$(proc_ms $dpid); s0=$(proc_ms $spid); children_ms >/tmp/c0; t0=$(now_ms); c0=$(cat /tmp/c0)
         # shellcheck disable=SC2016
         /bin/sh -c '
                 i=1
@@ -133,7 +135,7 @@ for N in $NS; do
                         i=$((i + 1))
                 done
                 wait'
-        t1=$(now_ms); c1=$(children_ms); d1=$(proc_ms $dpid); s1=$(proc_ms $spid)
+        t1=$(now_ms); children_ms >/tmp/c1; c1=$(cat /tmp/c1); d1=$(proc_ms $dpid); s1=$(proc_ms $spid)
         bad=0
         for f in /tmp/rc.*; do [ "$(cat "$f")" = 0 ] || bad=$((bad + 1)); done
         after=$(snap)

@@ -8,6 +8,7 @@
 #include "i18n.h"
 #include "json-util.h"
 #include "log.h"
+#include "modprobe.h"
 #include "modules-load.h"
 #include "strutil.h"
 #include "strv.h"
@@ -208,16 +209,17 @@ static void print_outcomes_json(const Outcome *outcomes, size_t n) {
 
 /* An aligned table for people: one row per name; messages of failures follow. */
 static void print_outcomes_table(const Outcome *outcomes, size_t n) {
-        int wn = (int) strlen(_("NAME")), wr = (int) strlen(_("RESULT"));
+        int wn = (int) strlen(_("NAME")), wr = (int) strlen(_("RESULT")),
+            ws = MAX((int) strlen(_("SHARED")), MAX((int) strlen(_("yes")), (int) strlen(_("no"))));
 
         for (size_t i = 0; i < n; i++) {
                 wn = MAX(wn, (int) strlen(outcomes[i].name));
                 wr = MAX(wr, (int) strlen(outcome_result_to_string(outcomes[i].result)));
         }
-        printf("%-*s  %-*s  %-6s  %s\n", wn, _("NAME"), wr, _("RESULT"), _("SHARED"), _("MODULES"));
+        printf("%-*s  %-*s  %-*s  %s\n", wn, _("NAME"), wr, _("RESULT"), ws, _("SHARED"), _("MODULES"));
         for (size_t i = 0; i < n; i++) {
-                printf("%-*s  %-*s  %-6s  ", wn, outcomes[i].name, wr,
-                       outcome_result_to_string(outcomes[i].result), outcomes[i].shared ? _("yes") : _("no"));
+                printf("%-*s  %-*s  %-*s  ", wn, outcomes[i].name, wr,
+                       outcome_result_to_string(outcomes[i].result), ws, outcomes[i].shared ? _("yes") : _("no"));
                 for (char **m = outcomes[i].modules; m && *m; m++)
                         printf("%s%s", m == outcomes[i].modules ? "" : " ", *m);
                 putchar('\n');
@@ -411,7 +413,11 @@ static int daemon_call(const char *method, json_object *params, json_object **re
                 log_error(_("modloadd refused %s: %s%s%s"), method, error, empty ? "" : " ",
                           empty ? "" : json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));
                 json_object_put(reply);
-                return streq(error, "io.modloadd.Manager.InvalidName") ? -EXIT_MODULE_FAILED : -EXIT_NO_DAEMON;
+                /* About the module, not the daemon. */
+                return streq(error, "io.modloadd.Manager.InvalidName") ||
+                                       streq(error, "io.modloadd.Manager.ModuleNotFound")
+                               ? -EXIT_MODULE_FAILED
+                               : -EXIT_NO_DAEMON;
         }
         *ret = reply;
         return 0;
@@ -628,7 +634,7 @@ static int daemon_describe(const char *name) {
                 return log_oom(), EXIT_FAILURE;
         r = daemon_call("io.modloadd.Manager.Describe", params, &reply);
         if (r < 0)
-                return -r == EXIT_NO_DAEMON ? EXIT_MODULE_FAILED : -r;
+                return -r;
         if (arg_json)
                 puts(json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
         else if (json_flag(reply, "blacklisted")) {
@@ -822,7 +828,12 @@ static int run(int argc, char *argv[]) {
 }
 
 int main(int argc, char *argv[]) {
-        int r = run(argc, argv);
+        int r;
+
+        /* Run as "modprobe": kmod's command line, forwarded to the daemon. */
+        if (streq(program_invocation_short_name, "modprobe"))
+                return modprobe_main(argc, argv);
+        r = run(argc, argv);
         strv_free(arg_config);
         return r;
 }

@@ -26,7 +26,6 @@ struct Request {
         CachedPlan *plan;
         size_t next_step;
         Job *waiting;   /* the Job this request waits for */
-        UnloadJob *unload_job;
         bool changed;   /* a step did something for it */
         bool shared;    /* it joined another's load, or found its target in the kernel */
         bool done;
@@ -45,6 +44,7 @@ struct Batch {
         Request *requests;
         size_t n, n_pending;
         sd_event_source *timeout_source;
+        bool answered; /* the caller has its reply (time ran out); the work goes on */
 };
 
 /* One step in flight in a worker: a module load keyed by its name, or the
@@ -71,7 +71,7 @@ struct Job {
 /* The whole of one unload, in a worker. */
 struct UnloadJob {
         WorkItem work;
-        Request *req; /* NULL when its caller gave up */
+        Request *req;
         Manager *manager;
         Plan *plan;
         UnloadRequest options;
@@ -241,11 +241,12 @@ static void batch_free(Batch *b) {
         free(b);
 }
 
-static void batch_reply(Batch *b) {
-        Manager *m = b->manager;
+static void batch_send_reply(Batch *b) {
         _cleanup_(json_object_putp) json_object *p = json_object_new_object(), *list = json_object_new_array();
         int e = -ENOMEM;
 
+        b->answered = true;
+        b->timeout_source = sd_event_source_disable_unref(b->timeout_source);
         if (p && list) {
                 e = 0;
                 for (size_t i = 0; e >= 0 && i < b->n; i++)
@@ -257,10 +258,27 @@ static void batch_reply(Batch *b) {
                 e = varlink_call_reply(b->call, TAKE_PTR(p));
         if (e < 0)
                 log_warning_errno(e, "Failed to answer a %s call: %m", b->unload ? "Unload" : "Load");
+}
 
+/* The last request of the batch is done: answer (unless time ran out before) and forget it. */
+static void batch_done(Batch *b) {
+        Manager *m = b->manager;
+
+        if (!b->answered)
+                batch_send_reply(b);
         batch_free(b);
         manager_notify_status(m, false);
         manager_work_done(m);
+}
+
+/* Count a request's outcome once, when its caller learns it. */
+static void outcome_account(Manager *m, const Outcome *o) {
+        m->stats.requests++;
+        if (o->shared)
+                m->stats.shared_requests++;
+        if (!outcome_result_is_success(o->result))
+                m->stats.failures++;
+        emit(m, "answered", o->name, NULL, outcome_result_to_string(o->result), o->error, 0, -1, -1, o->shared);
 }
 
 /* Fill in a request's outcome from how its plan went; the batch is answered with its last one. */
@@ -274,22 +292,21 @@ static void request_finish(Request *req, OutcomeResult result, int error, char *
                 return;
         }
         req->done = true;
-        o->result = result;
-        o->error = error;
-        free(o->message);
-        o->message = message;
-        o->shared = req->shared;
-
-        m->stats.requests++;
-        if (o->shared)
-                m->stats.shared_requests++;
-        if (!outcome_result_is_success(result))
-                m->stats.failures++;
-        emit(m, "answered", o->name, NULL, outcome_result_to_string(result), error, 0, -1, -1, o->shared);
+        if (b->answered)
+                /* Its caller was told it timed out; the work is done now, nobody to tell. */
+                free(message);
+        else {
+                o->result = result;
+                o->error = error;
+                free(o->message);
+                o->message = message;
+                o->shared = req->shared;
+                outcome_account(m, o);
+        }
 
         uid_pending_release(m, b->uid, 1);
         if (--b->n_pending == 0)
-                batch_reply(b);
+                batch_done(b);
 }
 
 static void request_fail(Request *req, int error, const char *format, ...) _printf_(3, 4);
@@ -304,41 +321,30 @@ static void request_fail(Request *req, int error, const char *format, ...) {
         request_finish(req, OUTCOME_FAILED, error, msg);
 }
 
-static void job_drop_waiter(Job *j, Request *req) {
-        for (size_t i = 0; i < j->n_waiters; i++)
-                if (j->waiters[i] == req) {
-                        memmove(j->waiters + i, j->waiters + i + 1, (j->n_waiters - i - 1) * sizeof(Request *));
-                        j->n_waiters--;
-                        return;
-                }
-}
-
 static int batch_on_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
         Batch *b = userdata;
-        uint64_t secs = b->manager->load_timeout_usec / USEC_PER_SEC;
+        Manager *m = b->manager;
+        uint64_t secs = m->load_timeout_usec / USEC_PER_SEC;
 
-        /* The loads go on; only the waiting ends. The last request answered frees the batch. */
-        for (size_t i = 0, n = b->n; i < n && b->n_pending > 0; i++) {
+        /* The caller gets its answer now; the loads go on, and so do the requests behind them
+         * (a module whose init asks for itself would otherwise hold the caller forever). */
+        for (size_t i = 0; i < b->n; i++) {
                 Request *req = &b->requests[i];
+                Outcome *o = &b->outcomes[i];
                 const char *module;
 
                 if (req->done)
                         continue;
-                module = req->waiting && req->waiting->key ? req->waiting->key : b->outcomes[i].name;
-                if (req->waiting)
-                        job_drop_waiter(req->waiting, req);
-                req->waiting = NULL;
-                if (req->unload_job)
-                        req->unload_job->req = NULL;
-                req->unload_job = NULL;
-                if (b->n_pending == 1) {
-                        request_fail(req, -ETIMEDOUT, "Gave up waiting for %s after %" PRIu64 " s; the load goes on",
-                                     module, secs);
-                        return 0; /* the batch is gone now */
-                }
-                request_fail(req, -ETIMEDOUT, "Gave up waiting for %s after %" PRIu64 " s; the load goes on", module,
-                             secs);
+                module = req->waiting && req->waiting->key ? req->waiting->key : o->name;
+                o->result = OUTCOME_FAILED;
+                o->error = -ETIMEDOUT;
+                o->shared = req->shared;
+                free(o->message);
+                o->message = strdup_printf("Gave up waiting for %s after %" PRIu64 " s; the load goes on", module,
+                                           secs);
+                outcome_account(m, o);
         }
+        batch_send_reply(b);
         return 0;
 }
 
@@ -642,12 +648,9 @@ static void unload_done(WorkItem *w) {
         UnloadJob *u = (UnloadJob *) w;
         Manager *m = u->manager;
 
-        if (u->req) {
-                u->req->unload_job = NULL;
-                emit(u->manager, "unloadFinished", NULL, u->plan->name, outcome_result_to_string(u->outcome.result),
-                     u->outcome.error, 0, -1, -1, -1);
-                request_finish(u->req, u->outcome.result, u->outcome.error, TAKE_PTR(u->outcome.message));
-        }
+        emit(m, "unloadFinished", NULL, u->plan->name, outcome_result_to_string(u->outcome.result), u->outcome.error, 0,
+             -1, -1, -1);
+        request_finish(u->req, u->outcome.result, u->outcome.error, TAKE_PTR(u->outcome.message));
         plan_free(u->plan);
         outcome_done(&u->outcome);
         free(u);
@@ -696,7 +699,6 @@ static void unload_start(Request *req, const UnloadRequest *options) {
         u->plan = TAKE_PTR(p);
         u->options = opts;
         u->outcome = planned;
-        req->unload_job = u;
         workers_submit(m->workers, &u->work);
 }
 

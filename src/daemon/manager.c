@@ -169,6 +169,15 @@ static int check_names(Manager *m, VarlinkCall *call, json_object *params, char 
         _cleanup_(strv_freep) char **l = NULL;
         uid_t uid = varlink_call_peer_uid(call);
 
+        if (n == 0) {
+                /* Nothing asked, nothing to wait for: the answer is an empty list. */
+                json_object *reply = json_object_new_object();
+                if (!reply || json_add(reply, "outcomes", json_object_new_array()) < 0) {
+                        json_object_put(reply);
+                        return -ENOMEM;
+                }
+                return varlink_call_reply(call, reply);
+        }
         if (n > MANAGER_NAMES_MAX)
                 return reply_error_int(call, "io.modloadd.Manager.TooManyNames", "max", MANAGER_NAMES_MAX);
         if (broker_n_pending(m, uid) + n > MANAGER_PENDING_PER_UID_MAX)

@@ -6,8 +6,10 @@
  *
  * $FAKE_KERNEL_DIR (required) holds its state: a file per "loaded" module
  * (named after it), and calls.log, one line per call:
- *   finit NAME FLAGS BYTES MAGIC  |  init NAME BYTES MAGIC  |  delete NAME FLAGS RESULT
- * where MAGIC is "elf" when the image starts with an ELF header, else "other".
+ *   finit NAME FLAGS BYTES MAGIC RESULT  |  init NAME BYTES RESULT  |  delete NAME FLAGS RESULT
+ * where MAGIC is "elf" when the image starts with an ELF header, "compressed"
+ * for MODULE_INIT_COMPRESSED_FILE, else "other", and RESULT "ok" or the errno
+ * name.
  * A module's name is taken from the file name behind the fd (memfd name or
  * path), up to its first '.'. An image that is not ELF is refused with
  * ENOEXEC, and a second load of one name with EEXIST, as the kernel does.
@@ -16,6 +18,7 @@
  *   $FAKE_KERNEL_DELAY_MS   sleep this long in every finit/init call;
  *   $FAKE_KERNEL_GATE       a path: wait while it exists (polled every 10 ms);
  *   $FAKE_KERNEL_HOLD_ONLY  hold only the module of this name (default: all).
+ * The parameters of a load, when it has any, go to params.log: "NAME PARAMS".
  * Each call that is held adds a line "hold NAME" to calls.log when it starts
  * waiting. */
 
@@ -40,6 +43,24 @@ static void module_name_from(const char *path, char *buf, size_t size) {
         for (char *p = buf; *p; p++)
                 if (*p == '-')
                         *p = '_';
+}
+
+/* The parameters of a load that has any go to params.log: "NAME PARAMS". */
+static void record_params(const char *name, const char *params) {
+        char path[4096];
+        const char *dir = getenv("FAKE_KERNEL_DIR");
+        int saved = errno;
+        FILE *f;
+
+        if (!dir || !params || !*params)
+                return;
+        snprintf(path, sizeof path, "%s/params.log", dir);
+        f = fopen(path, "ae");
+        if (f) {
+                fprintf(f, "%s %s\n", name, params);
+                fclose(f);
+        }
+        errno = saved;
 }
 
 static void record(const char *fmt, ...) {
@@ -136,6 +157,7 @@ static long fake_finit(int fd, const char *params, int flags) {
         if (flags & 4)
                 memcpy(head, "\177ELF", 4), n = 4;
         hold(name);
+        record_params(name, params);
         r = do_insert(name, head, n < 0 ? 0 : (size_t) n);
         record("finit %s %d %lld %s %s", name, flags, (long long) st.st_size,
                (flags & 4) ? "compressed" : (r == 0 || errno == EEXIST) ? "elf" : "other",
@@ -168,6 +190,7 @@ long syscall(long number, ...) {
                 if (p)
                         snprintf(name, sizeof name, "%.*s", (int) strcspn(p + 9, " "), p + 9);
                 hold(name);
+                record_params(name, params);
                 r = do_insert(name, (const unsigned char *) a, (size_t) b);
                 record("init %s %ld %s", name, b, r == 0 ? "ok" : strerrorname_np(errno));
                 return r;

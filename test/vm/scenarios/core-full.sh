@@ -1,13 +1,15 @@
+# shellcheck shell=sh disable=SC2046 # $(deps_of ...) is a list of module names
 # Scenario: everything modloadctl --local does with a real kernel, in one
 # boot. Needs /etc/modprobe.d/core-test.conf (fixtures/modprobe.d), the bad
 # modules in /fixtures (made by test-vm-core.py) and the kernel command line
 #   loop.max_loop=5 modprobe.blacklist=nlmon module_blacklist=ifb
 # $KERNEL_DECOMPRESS=1 when the kernel decompresses the tree's format itself.
 # Output: see core-lib.sh.
+# shellcheck source=core-lib.sh disable=SC1091
 . /core-lib.sh
 BASE=$(snap)
 echo "@@INFO kernel=$KV compression=$(cat /sys/module/compression 2>/dev/null || echo none) tree=${TREE:-?} cmdline=$(cat /proc/cmdline)"
-if [ "${KERNEL_DECOMPRESS:-0}" = 1 ]; then default_mode=file; else default_mode=memfd; fi
+if [ "${KERNEL_DECOMPRESS:-0}" = 1 ]; then default_mode="file"; else default_mode="memfd"; fi
 MODALIAS=pci:v00001B36d00000011sv00001AF4sd00001100bc08sc80i00  # QEMU pvpanic
 
 # --- bad input changes nothing -----------------------------------------------
@@ -57,13 +59,23 @@ end "$(grep -o '"message": *"[^"]*"' /tmp/out)"
 
 # --- btrfs and its dependencies -------------------------------------------------
 btrfs_load btrfs-default "$default_mode"
-BTRFS_SET=$(snap)
 
 begin live
 mc load --local btrfs
 want_rc 0; want_result live; want_calls 0; want_unchanged
 mc load --local xor
 want_rc 0; want_result live; want_calls 0; want_unchanged
+end
+
+begin first-time-live
+mc load --local --first-time xor
+want_rc 1; want_result failed; want_unchanged
+[ "$T_FINIT_OK" = 0 ] || err "$T_FINIT_OK successful kernel calls"
+end "$T_CALLS kernel calls; $(cat /tmp/err)"
+
+begin dry-run
+mc load --local -n dummy
+want_rc 0; want_result dryRun; want_calls 0; want_absent dummy; want_unchanged
 end
 
 begin unload-holder-inuse

@@ -1,3 +1,4 @@
+# shellcheck shell=sh disable=SC2086,SC2046 # module lists are words by design
 # Helpers for the core-*.sh scenarios (sourced; busybox sh).
 #
 # Every case runs modloadctl in-process (--local) under strace, then checks
@@ -65,6 +66,8 @@ mc() {
         RC=$?
         RESULT=$(awk 'NR == 2 {print $2}' /tmp/out)
         eval "$(summarise /tmp/trace)"
+        # a sanitizer build reports on stderr
+        ! grep -qE '^==[0-9]+==ERROR|runtime error:|Sanitizer' /tmp/err || err "sanitizer report: $*"
 }
 
 # The kernel calls in an strace -f -y log. With -f a call may be split into
@@ -137,18 +140,18 @@ want_unchanged() { [ "$(snap)" = "$BEFORE" ] || err "/proc/modules changed: '$BE
 want_loaded() {
         for m in "$@"; do
                 grep -q "^$m " /proc/modules || { err "$m not in /proc/modules"; continue; }
-                [ "$(cat /sys/module/$m/initstate 2>/dev/null)" = live ] ||
+                [ "$(cat "/sys/module/$m/initstate" 2>/dev/null)" = live ] ||
                         err "/sys/module/$m/initstate is not live"
         done
 }
 want_absent() {
         for m in "$@"; do
                 ! grep -q "^$m " /proc/modules || err "$m in /proc/modules"
-                [ ! -e /sys/module/$m ] || err "/sys/module/$m exists"
+                [ ! -e "/sys/module/$m" ] || err "/sys/module/$m exists"
         done
 }
 want_param() { # MODULE PARAM VALUE
-        v=$(cat /sys/module/$1/parameters/$2 2>/dev/null)
+        v=$(cat "/sys/module/$1/parameters/$2" 2>/dev/null)
         [ "$v" = "$3" ] || err "/sys/module/$1/parameters/$2 is '$v', want $3"
 }
 # modules that appeared since begin() (or since the snapshot $1)
