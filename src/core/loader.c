@@ -258,6 +258,8 @@ const char *loader_strerror(int error) {
                 return "Module file is corrupt or truncated";
         case EFBIG:
                 return "Module is larger than the loader accepts";
+        case EOPNOTSUPP:
+                return "The kernel cannot take this module file as it is (it decompresses only what /sys/module/compression names)";
         case EKEYREJECTED:
                 return "Key was rejected by service";
         default:

@@ -28,6 +28,9 @@ GETSTATS = INTERFACE + ".GetStatistics"
 NO_SUCH_MODULE = "modloadd-test-no-such-module"
 
 
+MAX_CONNECTIONS = 4096  # VARLINK_CONNECTIONS_MAX
+
+
 class Framing(harness.DaemonTestCase):
     def test_reply_framing(self):
         c = self.conn()
@@ -429,6 +432,45 @@ class Limits(harness.DaemonTestCase):
                 return False
         self.assertTrue(harness.wait_until(again, T(5), 0.1),
                         "uid 65534 cannot connect again after closing some connections")
+
+    def test_connections_total(self):
+        """The 4097th connection, of any user (root here), is closed at once."""
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = MAX_CONNECTIONS + 64
+        if soft < want:
+            if hard != resource.RLIM_INFINITY and hard < want:
+                self.skipTest("RLIMIT_NOFILE hard limit %d is too low" % hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        root = self.conn()
+        s1 = self.stats(root)
+        held = [root]
+        try:
+            while len(held) < MAX_CONNECTIONS:
+                held.append(self.conn())
+            # Every one of them is served.
+            self.assertTrue(harness.get_info_ok(held[-1].roundtrip(GETINFO)))
+            over = self.conn()
+            try:
+                over.call(GETINFO, {})
+            except OSError:
+                pass  # already closed by the daemon
+            self.assertTrue(over.wait_eof(), "connection %d was not closed" % (MAX_CONNECTIONS + 1))
+            s2 = self.stats(root)
+            self.assertEqual(s2["connections"], MAX_CONNECTIONS)
+            self.assertEqual(s2["connectionsRefused"] - s1["connectionsRefused"], 1)
+            # Room again after one goes.
+            held.pop().close()
+
+            def again():
+                try:
+                    return harness.get_info_ok(self.conn().roundtrip(GETINFO))
+                except (harness.Dropped, OSError):
+                    return False
+            self.assertTrue(harness.wait_until(again, T(10), 0.1), "no connection possible after one closed")
+        finally:
+            for c in held[1:]:
+                c.close()
 
 
 if __name__ == "__main__":
