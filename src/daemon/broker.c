@@ -28,6 +28,7 @@ struct Request {
         Job *waiting;   /* the Job this request waits for */
         bool changed;   /* a step did something for it */
         bool shared;    /* it joined another's load, or found its target in the kernel */
+        bool first_time; /* --first-time: a target already in the kernel is a failure */
         bool done;
 };
 
@@ -452,6 +453,10 @@ static void job_done(WorkItem *w) {
                         request_finish(req, OUTCOME_FAILED, j->result, j->message ? strdup(j->message) : NULL);
                         continue;
                 }
+                if (j->result == 0 && j->step->target && req->first_time) {
+                        request_fail(req, -EEXIST, "Module %s already in kernel", j->key);
+                        continue;
+                }
                 if (j->result > 0)
                         req->changed = true;
                 req->next_step++;
@@ -550,6 +555,10 @@ static void request_advance(Request *req) {
                 }
                 if (s->kind == STEP_INSMOD && IN_SET(loader_module_state(s->module), 'L', 'C', 'B')) {
                         /* In the kernel already: answered without a kernel call. */
+                        if (s->target && req->first_time) {
+                                request_fail(req, -EEXIST, "Module %s already in kernel", s->module);
+                                return;
+                        }
                         if (s->target)
                                 req->shared = true;
                         req->next_step++;
@@ -576,6 +585,7 @@ static void request_start(Request *req, const LoadRequest *options) {
         int e;
 
         emit(m, "request", o->name, NULL, NULL, 0, 0, b->uid, b->pid, -1);
+        req->first_time = options->resolve_flags & RESOLVE_FIRST_TIME;
 
         e = broker_resolve(m, o->name, options->parameters, options->resolve_flags, &req->plan);
         if (e < 0)
