@@ -38,6 +38,7 @@ to the unique modules at every N for modloadd; wall time at N=32 at most
 import argparse
 import json
 import lzma
+import math
 import os
 import re
 import shutil
@@ -224,7 +225,6 @@ def svg_plot(path, rows, kernels):
             ns = sorted({r["n"] for r in rs})
             ymax = max(r[key] for r in rs) or 1
             ymax *= 1.1
-            import math
             lx = [math.log2(n) for n in ns]
             xmin, xmax = min(lx), max(lx)
             if xmax == xmin:
@@ -278,14 +278,17 @@ def main(argv=None):
     p.add_argument("--mem", type=int, default=2048, help="guest MiB (2048: 128 concurrent "
                    "modprobes hold a copy of the chain each)")
     p.add_argument("--timeout", type=float, default=2400, help="per boot, seconds")
+    p.add_argument("--from-logs", action="store_true",
+                   help="do not boot: analyse the console-TREE.log files already in --out")
     p.add_argument("--verbose", "-v", action="store_true")
     a = p.parse_args(argv)
     for t in a.kernels:
         if t.split("-")[0] not in KMOD_FOR:
             p.error("unknown kernel %s (6.1-*, 6.12-*)" % t)
     os.makedirs(a.out, exist_ok=True)
-    subprocess.run([os.path.join(VM, "fetch-kernels.sh"), a.cache], stdout=subprocess.DEVNULL,
-                   check=True)
+    if not a.from_logs:
+        subprocess.run([os.path.join(VM, "fetch-kernels.sh"), a.cache], stdout=subprocess.DEVNULL,
+                       check=True)
     start = time.monotonic()
     rows, infos = [], {}
     failed = False
@@ -295,8 +298,14 @@ def main(argv=None):
         log = os.path.join(a.out, "console-%s.log" % tree)
         print("== %s (%s), N = %s" % (tree, kmod, ",".join(map(str, a.n))), flush=True)
         try:
-            res = run_vm.run(img, k.vmlinuz, timeout=a.timeout, log=log, echo=a.verbose,
-                             smp=2, mem=a.mem, extra_args=["-cpu", "max"])
+            if a.from_logs:
+                with open(log, errors="replace") as f:
+                    text = f.read().replace("\r", "")
+                em = re.search(r"^@@VM-EXIT (\d+)$", text, re.M)
+                res = run_vm.Result(int(em.group(1)) if em else 125, text, 0, log, 0)
+            else:
+                res = run_vm.run(img, k.vmlinuz, timeout=a.timeout, log=log, echo=a.verbose,
+                                 smp=2, mem=a.mem, extra_args=["-cpu", "max"])
         except run_vm.VMError as e:
             print("%s: VM FAILED: %s" % (tree, e))
             failed = True
@@ -307,7 +316,8 @@ def main(argv=None):
             print("%s: %s" % (tree, e))
             failed = True
         moddir = os.path.join(k.tree, "lib", "modules", k.kver)
-        want = {"base": []}
+        m = re.search(r'^@@WANT (.*)$', res.output, re.M)
+        want = {"base": kvs(m.group(1)).get("base", "").split() if m else []}
         rs = analyse(tree, res.output, module_files(moddir), want)
         for r in rs:
             r["kmod"] = kmod

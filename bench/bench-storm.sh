@@ -14,7 +14,7 @@
 # Output lines (parsed by the host):
 #   @@ROW tool=kmod|modloadd n=N wall_ms=.. cpu_ms=.. failed=.. missing=".."
 #   @@CALL tool n syscall module fd-target bytes-arg result
-#   @@WANT modules=".."            the chain modules.dep + softdeps name
+#   @@WANT modules=".." base=".."  the chain modules.dep names; loaded before
 MP=${MODPROBE:-/sbin/modprobe}
 MC=/usr/bin/modloadctl
 MD=/usr/sbin/modloadd
@@ -90,7 +90,7 @@ calls() {
 
 BASE=$(snap)
 echo "@@INFO kernel=$KV compression=$(cat /sys/module/compression 2>/dev/null || echo none) modprobe=\"$($MP --version | head -n 1)\" cpus=$(grep -c ^processor /proc/cpuinfo) clock=$(grep -q '^now at' /proc/timer_list 2>/dev/null && echo timer_list || echo uptime)"
-echo "@@WANT modules=\"$M $(deps_of $M)\""
+echo "@@WANT modules=\"$M $(deps_of $M)\" base=\"$BASE\""
 
 for N in $NS; do
         reset_to "$BASE" || { echo "@@ERROR could not unload before kmod n=$N: $(snap)"; exit 1; }
