@@ -779,7 +779,6 @@ static int run(int argc, char *argv[]) {
         size_t n;
         int r;
 
-        i18n_init();
         log_open();
         /* libkmod would print its own complaints about config lines while parsing; ours are enough. */
         (void) setenv("KMOD_LOG", "0", false);

@@ -1068,7 +1068,6 @@ int modprobe_main(int argc, char *argv[]) {
         if (fstat(STDERR_FILENO, &st) < 0)
                 arg_syslog = true;
         keep_std_fds();
-        i18n_init();
 
         /* $MODPROBE_OPTIONS come first, then the command line. */
         if (env && split_options(env, &env_words) < 0)

@@ -134,7 +134,6 @@ static int run(int argc, char *argv[]) {
         sigset_t mask;
         int n, r;
 
-        i18n_init();
         log_open();
 
         r = parse_argv(argc, argv);

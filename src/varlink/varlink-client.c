@@ -8,9 +8,25 @@
 #include <time.h>
 
 #include "json-util.h"
+#include "strutil.h"
 #include "timeutil.h"
 #include "varlink-client.h"
-#include "varlink.h"
+#include "varlink-address.h"
+#include "varlink-limits.h"
+
+int varlink_address_to_path(const char *address, const char **ret_path) {
+        const char *p;
+
+        if (isempty(address))
+                return -EINVAL;
+        p = startswith(address, "unix:");
+        if (!p)
+                p = address;
+        if (isempty(p) || strlen(p) >= sizeof_field(struct sockaddr_un, sun_path))
+                return -EINVAL;
+        *ret_path = p;
+        return 0;
+}
 
 struct VarlinkClient {
         int fd;

@@ -99,19 +99,6 @@ struct VarlinkCall {
 static void connection_close(VarlinkConnection *c);
 static void connection_schedule(VarlinkConnection *c);
 
-int varlink_address_to_path(const char *address, const char **ret_path) {
-        const char *p;
-
-        if (isempty(address))
-                return -EINVAL;
-        p = startswith(address, "unix:");
-        if (!p)
-                p = address;
-        if (isempty(p) || strlen(p) >= sizeof_field(struct sockaddr_un, sun_path))
-                return -EINVAL;
-        *ret_path = p;
-        return 0;
-}
 
 /* --- connections --------------------------------------------------------- */
 

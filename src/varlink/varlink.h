@@ -19,12 +19,8 @@
 #include "json-util.h"
 #include "macro.h"
 
-/* Limits on what a client controls. */
-#define VARLINK_MESSAGE_SIZE_MAX (UINT64_C(1) << 20)       /* bytes in one message, NUL excluded */
-#define VARLINK_OUTPUT_BUFFER_MAX (UINT64_C(16) << 20)     /* unread replies queued for one client */
-#define VARLINK_CONNECTIONS_MAX 4096U                      /* open connections, all users */
-#define VARLINK_CONNECTIONS_PER_UID_MAX 128U               /* open connections of one non-root UID */
-#define VARLINK_JSON_DEPTH_MAX 32                          /* nesting of arrays and objects */
+#include "varlink-address.h"
+#include "varlink-limits.h"
 
 #define VARLINK_ERROR_INTERFACE_NOT_FOUND "org.varlink.service.InterfaceNotFound"
 #define VARLINK_ERROR_METHOD_NOT_FOUND "org.varlink.service.MethodNotFound"
@@ -112,8 +108,6 @@ uid_t varlink_call_peer_uid(const VarlinkCall *call);      /* (uid_t) -1 when un
 pid_t varlink_call_peer_pid(const VarlinkCall *call);      /* 0 when unknown */
 void varlink_call_set_disconnect_callback(VarlinkCall *call, VarlinkDisconnectFunc func, void *userdata);
 
-/* Address syntax shared by servers and clients: "PATH" or "unix:PATH". */
-int varlink_address_to_path(const char *address, const char **ret_path);
 
 /* Bind and listen on a socket path ("PATH" or "unix:PATH"), creating the
  * parent directory (0755) and chmod'ing the socket to mode. A stale socket
