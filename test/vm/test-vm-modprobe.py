@@ -161,9 +161,11 @@ CASES = [
     C("remove-notfound", "-r nosuchmodule", fwd=True),
     C("remove-builtin", "-r unix", fwd=True),
     C("remove-in-use", "-r cdrom", setup="$KMOD isofs", fwd=True),
-    C("remove-holders", "-r --remove-holders cdrom", setup="$KMOD isofs", fwd=True),
+    C("remove-holders", "-r --remove-holders cdrom", setup="$KMOD isofs", fwd=True, compare="shim",
+      expect_rc=0, expect_mods="",
+      note="kmod 30 removes cdrom as an unused dependency of its holder isofs, then fails to remove "
+           "it again (could not remove 'cdrom': No such file or directory, exit 1)"),
     C("remove-with-deps", "-r isofs", setup="$KMOD isofs", fwd=True),
-    C("remove-wait", "-r -w 300 cdrom", setup="$KMOD isofs", fwd=True),
     C("remove-verbose", "-r -v isofs", setup="$KMOD isofs", fwd=True),
     C("remove-dry-run", "-r -n -v isofs", setup="$KMOD isofs"),
     C("remove-command", "-r brd", setup="$KMOD -i brd", post=LOG, fwd=True),
@@ -339,7 +341,7 @@ def compare(c, runs):
         return "FAIL", "; ".join(diffs)
     detail = "exit %d" % s["rc"]
     if k["err"]:
-        detail += ", " + normalise(k["err"])[0][:70]
+        detail += (", kmod said: " if c["compare"] == "shim" else ", ") + normalise(k["err"])[0][:70]
     if c["fwd"]:
         detail += ", forwarded"
     if c["note"]:
