@@ -76,19 +76,6 @@ int run_module_command(const char *command, const char *module) {
         return 128 + WTERMSIG(status);
 }
 
-static bool module_refcount_zero(const char *module) {
-        char path[PATH_MAX], buf[32] = {};
-        _cleanup_close_ int fd = -EBADF;
-
-        snprintf(path, sizeof path, "/sys/module/%s/refcnt", module);
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return false;
-        if (read(fd, buf, sizeof buf - 1) <= 0)
-                return false;
-        return buf[0] == '0' && (buf[1] == '\n' || buf[1] == '\0');
-}
-
 static int insert_step(Loader *l, const Step *step, LoadFlags load_flags, LoadStats *stats, char **ret_message) {
         char state = loader_module_state(step->module);
         int e;
@@ -142,7 +129,7 @@ static int remove_step(const Step *step, bool force, uint64_t wait_usec, char **
 
         if (state == 0 || state == 'B')
                 return 0;
-        if (step->if_unused && !module_refcount_zero(step->module))
+        if (step->if_unused && loader_module_refcount(step->module) != 0)
                 return 0;
 
         e = loader_remove(step->module, force, wait_usec);

@@ -174,7 +174,7 @@ int loader_insert(Loader *l, const char *path, const char *params, LoadFlags fla
         return insert_fd(l, memfd, size, params, kflags, stats);
 }
 
-static int module_refcount(const char *name) {
+int loader_module_refcount(const char *name) {
         char path[PATH_MAX], buf[32];
         uint64_t v;
         int r;
@@ -230,7 +230,7 @@ int loader_remove(const char *name, bool force, uint64_t wait_usec) {
         int r;
 
         for (;;) {
-                if (!force && (module_refcount(name) > 0 || module_has_holders(name)))
+                if (!force && (loader_module_refcount(name) > 0 || module_has_holders(name)))
                         r = -EBUSY;
                 else
                         r = kernel_delete_module(name, O_NONBLOCK | (force ? O_TRUNC : 0));

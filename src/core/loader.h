@@ -68,5 +68,8 @@ int loader_remove(const char *name, bool force, uint64_t wait_usec);
  * initstate) or 0 when the kernel does not know it. */
 char loader_module_state(const char *name);
 
+/* A module's reference count from /sys/module, or a negative errno. */
+int loader_module_refcount(const char *name);
+
 /* A sentence for a failed insert or remove, in kmod's words where kmod has them. */
 const char *loader_strerror(int error);

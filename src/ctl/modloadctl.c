@@ -8,6 +8,7 @@
 #include "i18n.h"
 #include "json-util.h"
 #include "log.h"
+#include "manager-client.h"
 #include "modprobe.h"
 #include "modules-load.h"
 #include "strutil.h"
@@ -330,29 +331,6 @@ static int local_outcomes(bool unload, ResolveFlags extra_flags, char **names, s
         return 0;
 }
 
-static void print_step(const Step *s) {
-        switch (s->kind) {
-        case STEP_INSMOD:
-                printf("insmod %s %s\n", s->path ?: s->module, s->options ?: "");
-                break;
-        case STEP_BUILTIN:
-                printf("builtin %s\n", s->module);
-                break;
-        case STEP_INSTALL:
-        case STEP_REMOVE: {
-                _cleanup_free_ char *cmd = NULL;
-                if (step_expand_command(s, &cmd) >= 0)
-                        printf("%s %s\n", s->kind == STEP_INSTALL ? "install" : "remove", cmd);
-                break;
-        }
-        case STEP_RMMOD:
-                printf("rmmod %s\n", s->module);
-                break;
-        default:
-                break;
-        }
-}
-
 static int local_describe(const char *name) {
         _cleanup_(resolver_freep) Resolver *resolver = NULL;
         _cleanup_(plan_freep) Plan *plan = NULL;
@@ -377,7 +355,7 @@ static int local_describe(const char *name) {
                 return EXIT_MODULE_FAILED;
         }
         for (size_t i = 0; i < plan->n_steps; i++)
-                print_step(&plan->steps[i]);
+                step_print(&plan->steps[i]);
         return EXIT_SUCCESS;
 }
 
@@ -388,19 +366,15 @@ static bool json_flag(json_object *o, const char *key) {
         return v && json_object_get_boolean(v);
 }
 
-static const char *daemon_address(void) {
-        return arg_address ?: getenv("MODLOADD_ADDRESS") ?: MODLOADD_SOCKET_PATH;
-}
-
 static int daemon_call(const char *method, json_object *params, json_object **ret) {
         _cleanup_(varlink_client_freep) VarlinkClient *c = NULL;
         _cleanup_free_ char *error = NULL;
         json_object *reply = NULL;
         int r;
 
-        r = varlink_client_connect(&c, daemon_address(), CONNECT_TIMEOUT_USEC);
+        r = varlink_client_connect(&c, manager_address(arg_address), CONNECT_TIMEOUT_USEC);
         if (r < 0) {
-                log_error_errno(r, _("Cannot reach modloadd at %s: %m"), daemon_address());
+                log_error_errno(r, _("Cannot reach modloadd at %s: %m"), manager_address(arg_address));
                 return -EXIT_NO_DAEMON;
         }
         r = varlink_client_call(c, method, params, CALL_TIMEOUT_USEC, &reply, &error);
@@ -425,68 +399,33 @@ static int daemon_call(const char *method, json_object *params, json_object **re
 
 /* Send the names to the daemon; fills one outcome per name. Returns 0 or an exit status. */
 static int daemon_outcomes(bool unload, bool apply_blacklist, char **names, size_t n, Outcome **ret) {
-        _cleanup_(json_object_putp) json_object *params = json_object_new_object(), *arr = json_object_new_array(),
-                                                *reply = NULL;
-        _cleanup_free_ Outcome *outcomes = NULL;
-        json_object *list;
-        size_t got;
+        _cleanup_(json_object_putp) json_object *params = NULL, *reply = NULL;
+        const ManagerRequest req = {
+                .unload = unload,
+                .names = names,
+                .n_names = n,
+                .parameters = arg_parameters,
+                .apply_blacklist = arg_use_blacklist || apply_blacklist,
+                .force_vermagic = arg_force_vermagic,
+                .force_modversion = arg_force_modversion,
+                .remove_holders = arg_remove_holders,
+                .force = arg_force,
+                .wait_msec = arg_wait_usec / USEC_PER_MSEC,
+                .ignore_commands = arg_ignore_install,
+                .first_time = arg_first_time,
+                .dry_run = arg_dry_run,
+        };
         int r;
 
-        if (!params || !arr)
+        if (manager_request_to_json(&req, &params) < 0)
                 return log_oom(), EXIT_FAILURE;
-        for (size_t i = 0; i < n; i++)
-                if (json_object_array_add(arr, json_object_new_string(names[i])) < 0)
-                        return log_oom(), EXIT_FAILURE;
-        r = json_add(params, "names", TAKE_PTR(arr));
-        if (r >= 0 && unload) {
-                if (arg_remove_holders)
-                        r = json_add_bool(params, "removeHolders", true);
-                if (r >= 0 && arg_force)
-                        r = json_add_bool(params, "force", true);
-                if (r >= 0 && arg_wait_usec > 0)
-                        r = json_add_int(params, "wait", (int64_t) (arg_wait_usec / USEC_PER_MSEC));
-                if (r >= 0 && arg_ignore_install)
-                        r = json_add_bool(params, "ignoreRemove", true);
-        } else if (r >= 0) {
-                if (arg_parameters)
-                        r = json_add_string(params, "parameters", arg_parameters);
-                if (r >= 0 && (arg_use_blacklist || apply_blacklist))
-                        r = json_add_bool(params, "applyBlacklist", true);
-                if (r >= 0 && arg_ignore_install)
-                        r = json_add_bool(params, "ignoreInstall", true);
-                if (r >= 0 && arg_force_vermagic)
-                        r = json_add_bool(params, "forceVermagic", true);
-                if (r >= 0 && arg_force_modversion)
-                        r = json_add_bool(params, "forceModversion", true);
-        }
-        if (r >= 0 && arg_first_time)
-                r = json_add_bool(params, "firstTime", true);
-        if (r >= 0 && arg_dry_run)
-                r = json_add_bool(params, "dryRun", true);
-        if (r < 0)
-                return log_oom(), EXIT_FAILURE;
-
-        r = daemon_call(unload ? "io.modloadd.Manager.Unload" : "io.modloadd.Manager.Load", params, &reply);
+        r = daemon_call(manager_request_method(&req), params, &reply);
         if (r < 0)
                 return -r;
-
-        list = json_object_object_get(reply, "outcomes");
-        got = json_object_is_type(list, json_type_array) ? json_object_array_length(list) : 0;
-        if (got != n) {
+        if (manager_reply_outcomes(reply, n, ret) < 0) {
                 log_error(_("modloadd sent an answer that cannot be read."));
                 return EXIT_NO_DAEMON;
         }
-        outcomes = calloc(n + 1, sizeof(Outcome));
-        if (!outcomes)
-                return log_oom(), EXIT_FAILURE;
-        for (size_t i = 0; i < n; i++)
-                if (outcome_from_json(json_object_array_get_idx(list, i), &outcomes[i]) < 0) {
-                        for (size_t k = 0; k < i; k++)
-                                outcome_done(&outcomes[k]);
-                        log_error(_("modloadd sent an answer that cannot be read."));
-                        return EXIT_NO_DAEMON;
-                }
-        *ret = TAKE_PTR(outcomes);
         return 0;
 }
 
@@ -563,7 +502,7 @@ static int run_modules_load(char **files, size_t n_files) {
 
         /* All at once: the daemon loads them in parallel, each after what it depends on.
          * Without the daemon (it may not be up yet), the same work in this process. */
-        if (!arg_local && varlink_client_connect(&probe, daemon_address(), CONNECT_TIMEOUT_USEC) >= 0) {
+        if (!arg_local && varlink_client_connect(&probe, manager_address(arg_address), CONNECT_TIMEOUT_USEC) >= 0) {
                 probe = varlink_client_free(probe);
                 r = daemon_outcomes(false, true, names, n, &outcomes);
         } else
@@ -738,9 +677,9 @@ static int daemon_monitor(void) {
         _cleanup_(varlink_client_freep) VarlinkClient *c = NULL;
         int r;
 
-        r = varlink_client_connect(&c, daemon_address(), CONNECT_TIMEOUT_USEC);
+        r = varlink_client_connect(&c, manager_address(arg_address), CONNECT_TIMEOUT_USEC);
         if (r < 0)
-                return log_error_errno(r, _("Cannot reach modloadd at %s: %m"), daemon_address()), EXIT_NO_DAEMON;
+                return log_error_errno(r, _("Cannot reach modloadd at %s: %m"), manager_address(arg_address)), EXIT_NO_DAEMON;
         r = varlink_client_send(c, "io.modloadd.Manager.Monitor", NULL, VARLINK_CALL_MORE, CALL_TIMEOUT_USEC);
         if (r < 0)
                 return log_error_errno(r, _("No answer from modloadd: %m")), EXIT_NO_DAEMON;

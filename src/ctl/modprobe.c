@@ -35,6 +35,7 @@
 #include "executor.h"
 #include "i18n.h"
 #include "json-util.h"
+#include "manager-client.h"
 #include "modprobe.h"
 #include "strutil.h"
 #include "strv.h"
@@ -694,44 +695,6 @@ static int report_unload(const char *name, const char *req, const Outcome *o) {
 
 /* --- what -v, -n and -D print -------------------------------------------------------------------- */
 
-static bool refcount_is_zero(const char *module) {
-        char path[PATH_MAX], buf[32] = {};
-        _cleanup_close_ int fd = -EBADF;
-
-        snprintf(path, sizeof path, "/sys/module/%s/refcnt", module);
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0 || read(fd, buf, sizeof buf - 1) <= 0)
-                return false;
-        return buf[0] == '0' && (buf[1] == '\n' || buf[1] == '\0');
-}
-
-static void print_step(const Step *s) {
-        switch (s->kind) {
-        case STEP_INSMOD:
-                if (s->path)
-                        printf("insmod %s %s\n", s->path, s->options ?: "");
-                break;
-        case STEP_BUILTIN:
-                printf("builtin %s\n", s->module);
-                break;
-        case STEP_INSTALL:
-                printf("install %s %s\n", s->command, s->options ?: "");
-                break;
-        case STEP_REMOVE: {
-                _cleanup_free_ char *cmd = NULL;
-                if (step_expand_command(s, &cmd) >= 0)
-                        printf("remove %s\n", cmd);
-                break;
-        }
-        case STEP_RMMOD:
-                printf("rmmod %s\n", s->module);
-                break;
-        default:
-                break;
-        }
-        fflush(stdout);
-}
-
 static ResolveFlags resolve_flags(void) {
         return (arg_use_blacklist ? RESOLVE_APPLY_BLACKLIST : 0) | (arg_ignore_commands ? RESOLVE_IGNORE_INSTALL : 0) |
                (arg_first_time ? RESOLVE_FIRST_TIME : 0) | (arg_remove_holders ? RESOLVE_REMOVE_HOLDERS : 0) |
@@ -780,57 +743,14 @@ static Plan *plan_name(Resolver *r, const char *req, const char *params, bool pr
         if (print && p && p->result == PLAN_RESULT_STEPS)
                 for (size_t i = 0; i < p->n_steps; i++) {
                         const Step *s = &p->steps[i];
-                        if (s->kind == STEP_RMMOD && s->if_unused && !refcount_is_zero(s->module))
+                        if (s->kind == STEP_RMMOD && s->if_unused && loader_module_refcount(s->module) != 0)
                                 continue;
-                        print_step(s);
+                        step_print(s);
                 }
         return p;
 }
 
 /* --- doing it: through the daemon, or here ------------------------------------------------------- */
-
-static const char *daemon_address(void) {
-        return getenv("MODLOADD_ADDRESS") ?: MODLOADD_SOCKET_PATH;
-}
-
-static int build_call(bool unload, char **reqs, size_t n, const char *params, json_object **ret) {
-        _cleanup_(json_object_putp) json_object *o = json_object_new_object(), *names = json_object_new_array();
-        int r = 0;
-
-        if (!o || !names)
-                return -ENOMEM;
-        for (size_t i = 0; i < n; i++)
-                if (json_object_array_add(names, json_object_new_string(reqs[i])) < 0)
-                        return -ENOMEM;
-        r = json_add(o, "names", TAKE_PTR(names));
-        if (r >= 0 && unload) {
-                if (arg_remove_holders)
-                        r = json_add_bool(o, "removeHolders", true);
-                if (r >= 0 && arg_ignore_commands)
-                        r = json_add_bool(o, "ignoreRemove", true);
-                if (r >= 0 && arg_force)
-                        r = json_add_bool(o, "force", true);
-                if (r >= 0 && arg_wait_msec > 0)
-                        r = json_add_int(o, "wait", (int64_t) MIN(arg_wait_msec, (uint64_t) INT64_MAX));
-        } else if (r >= 0) {
-                if (params)
-                        r = json_add_string(o, "parameters", params);
-                if (r >= 0 && arg_use_blacklist)
-                        r = json_add_bool(o, "applyBlacklist", true);
-                if (r >= 0 && arg_ignore_commands)
-                        r = json_add_bool(o, "ignoreInstall", true);
-                if (r >= 0 && (arg_force || arg_force_vermagic))
-                        r = json_add_bool(o, "forceVermagic", true);
-                if (r >= 0 && (arg_force || arg_force_modversion))
-                        r = json_add_bool(o, "forceModversion", true);
-        }
-        if (r >= 0 && arg_first_time)
-                r = json_add_bool(o, "firstTime", true);
-        if (r < 0)
-                return r;
-        *ret = TAKE_PTR(o);
-        return 0;
-}
 
 /* 1: the daemon answered, outcomes filled; 0: it could not be asked, do the work here;
  * negative: it was asked but did not answer (reported; doing it here could load twice). */
@@ -838,36 +758,44 @@ static int forward(bool unload, char **reqs, size_t n, const char *params, Outco
         _cleanup_(varlink_client_freep) VarlinkClient *c = NULL;
         _cleanup_(json_object_putp) json_object *call = NULL, *reply = NULL;
         _cleanup_free_ char *error = NULL;
-        json_object *list;
+        _cleanup_free_ Outcome *got = NULL;
         int r;
 
-        if (varlink_client_connect(&c, daemon_address(), SHIM_CONNECT_TIMEOUT_USEC) < 0)
+        if (varlink_client_connect(&c, manager_address(NULL), SHIM_CONNECT_TIMEOUT_USEC) < 0)
                 return 0;
-        r = build_call(unload, reqs, n, params, &call);
+        r = manager_request_to_json(&(ManagerRequest) {
+                                            .unload = unload,
+                                            .names = reqs,
+                                            .n_names = n,
+                                            .parameters = params,
+                                            .apply_blacklist = arg_use_blacklist,
+                                            .force_vermagic = arg_force || arg_force_vermagic,
+                                            .force_modversion = arg_force || arg_force_modversion,
+                                            .remove_holders = arg_remove_holders,
+                                            .force = arg_force,
+                                            .wait_msec = arg_wait_msec,
+                                            .ignore_commands = arg_ignore_commands,
+                                            .first_time = arg_first_time,
+                                    },
+                                    &call);
         if (r < 0)
                 return say(LOG_ERR, "%s\n", c_strerror(r)), r;
         r = varlink_client_call(c, unload ? "io.modloadd.Manager.Unload" : "io.modloadd.Manager.Load", call,
                                 SHIM_CALL_TIMEOUT_USEC, &reply, &error);
         if (r < 0) {
-                say(LOG_ERR, _("modloadd at %s did not answer: %s\n"), daemon_address(), c_strerror(r));
+                say(LOG_ERR, _("modloadd at %s did not answer: %s\n"), manager_address(NULL), c_strerror(r));
                 return r;
         }
         if (error)
                 /* Not allowed to (PermissionDenied), or a name it does not take: kmod's behaviour for
                  * such a caller is what this process gives. */
                 return 0;
-        list = json_object_object_get(reply, "outcomes");
-        if (!json_object_is_type(list, json_type_array) || json_object_array_length(list) != n) {
-                say(LOG_ERR, _("modloadd at %s sent an answer that cannot be read\n"), daemon_address());
-                return -EBADMSG;
+        r = manager_reply_outcomes(reply, n, &got);
+        if (r < 0) {
+                say(LOG_ERR, _("modloadd at %s sent an answer that cannot be read\n"), manager_address(NULL));
+                return r;
         }
-        for (size_t i = 0; i < n; i++)
-                if (outcome_from_json(json_object_array_get_idx(list, i), &outs[i]) < 0) {
-                        for (size_t k = 0; k < i; k++)
-                                outcome_done(&outs[k]);
-                        say(LOG_ERR, _("modloadd at %s sent an answer that cannot be read\n"), daemon_address());
-                        return -EBADMSG;
-                }
+        memcpy(outs, got, n * sizeof(Outcome));
         return 1;
 }
 
@@ -997,7 +925,7 @@ static int remove_names(char **names, size_t n) {
                                         if (s->kind == STEP_RMMOD && (s->if_unused || s->optional) &&
                                             loader_module_state(s->module) != 0)
                                                 continue;
-                                        print_step(s);
+                                        step_print(s);
                                 }
                 }
                 if (e < 0)
