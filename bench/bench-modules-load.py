@@ -113,7 +113,7 @@ block out_mld cat /run/out.mld
 # Kernel calls.
 unload_new
 t0=$(date +%%s%%N)
-strace -f -e trace=init_module,finit_module -o /run/trace.sml $SML $LIST >/dev/null 2>&1
+strace -f --seccomp-bpf -e trace=init_module,finit_module -o /run/trace.sml $SML $LIST >/dev/null 2>&1
 kv traced.sml "$(( ($(date +%%s%%N) - t0) / 1000000 )) $? $(count_new)"
 unload_new
 block stats_before modloadctl status --json
@@ -133,32 +133,44 @@ block strace_err cat /run/strace.err
 finish 0
 """
 
-CALL_RE = re.compile(r"^\s*(?:\[pid\s+)?(\d+)\]?\s+(init_module|finit_module)\((.*)\)\s+=\s+(-?\d+)(?:\s+(\w+))?")
+CALL_RE = re.compile(r"^\s*(\d+)\s+(init_module|finit_module)\((.*?)(?:\)\s+=\s+(-?\d+)(?:\s+(\w+))?|\s*<unfinished \.\.\.>)\s*")
+RESUMED_RE = re.compile(r"^\s*(\d+)\s+<\.\.\. (init_module|finit_module) resumed>\)?\s+=\s+(-?\d+)(?:\s+(\w+))?")
 
 
 def parse_trace(text):
-    """-> calls, eexist, other errors, bytes passed to init_module."""
+    """strace -f output -> calls, EEXIST answers, other errors, bytes passed
+    to init_module. Calls of several threads are split into "<unfinished
+    ...>" and "<... resumed>" lines."""
     calls = eexist = errors = nbytes = 0
-    for line in text.splitlines():
-        m = CALL_RE.match(line)
-        if not m:
-            continue
-        calls += 1
-        if m.group(2) == "init_module":
-            args = m.group(3).split(", ")
-            if len(args) >= 2 and args[1].isdigit():
-                nbytes += int(args[1])
-        if m.group(4) != "0":
-            if m.group(5) == "EEXIST":
+
+    def result(rc, err):
+        nonlocal eexist, errors
+        if rc != "0":
+            if err == "EEXIST":
                 eexist += 1
             else:
                 errors += 1
+
+    for line in text.splitlines():
+        m = CALL_RE.match(line)
+        if m:
+            calls += 1
+            if m.group(2) == "init_module":
+                args = m.group(3).split(", ")
+                if len(args) >= 2 and args[1].isdigit():
+                    nbytes += int(args[1])
+            if m.group(4) is not None:
+                result(m.group(4), m.group(5))
+            continue
+        m = RESUMED_RE.match(line)
+        if m:
+            result(m.group(3), m.group(4))
     return calls, eexist, errors, nbytes
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--cache", default=None)
     p.add_argument("--workdir", default=None)
     p.add_argument("--log", default=None, help="write the serial console here")

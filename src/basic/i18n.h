@@ -11,5 +11,5 @@
  * hot ones, and loading a locale costs more than the rest of their start. */
 const char *i18n_gettext(const char *msgid) __attribute__((format_arg(1)));
 
-#define _(s) i18n_gettext(s)
+#define _(s)  i18n_gettext(s)
 #define N_(s) (s)

@@ -31,7 +31,7 @@ int parse_timeout_usec(const char *s, uint64_t *ret) {
                 const char *suffix;
                 uint64_t usec;
         } units[] = {
-                { "ms", USEC_PER_MSEC }, { "s", USEC_PER_SEC }, { "sec", USEC_PER_SEC },
+                { "ms", USEC_PER_MSEC },      { "s", USEC_PER_SEC }, { "sec", USEC_PER_SEC },
                 { "min", 60 * USEC_PER_SEC }, { "", USEC_PER_SEC },
         };
         unsigned long long v;

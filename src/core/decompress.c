@@ -241,7 +241,7 @@ static int decompress_zstd(int in_fd, Sink *sink) {
         if (hint == 0)
                 hint = 1;
 
-        out = (ZSTD_outBuffer) { .dst = obuf, .size = DECOMPRESS_CHUNK_SIZE };
+        out = (ZSTD_outBuffer){ .dst = obuf, .size = DECOMPRESS_CHUNK_SIZE };
 
         for (;;) {
                 ZSTD_inBuffer in;
@@ -253,7 +253,7 @@ static int decompress_zstd(int in_fd, Sink *sink) {
                 if (n == 0)
                         break;
 
-                in = (ZSTD_inBuffer) { .src = ibuf, .size = (size_t) n };
+                in = (ZSTD_inBuffer){ .src = ibuf, .size = (size_t) n };
                 while (in.pos < in.size) {
                         /* 0 means a frame was completely decoded and flushed; a new frame starts
                          * with the next byte, so several frames in a row just work. Trailing
@@ -439,13 +439,8 @@ static int memfd_new(const char *name) {
         return fd;
 }
 
-int decompress_to_sealed_memfd(
-                CompressionType type,
-                int in_fd,
-                const char *name,
-                uint64_t max_size,
-                int *ret_fd,
-                uint64_t *ret_size) {
+int decompress_to_sealed_memfd(CompressionType type, int in_fd, const char *name, uint64_t max_size, int *ret_fd,
+                               uint64_t *ret_size) {
 
         _cleanup_close_ int fd = -EBADF;
         uint64_t size;

@@ -62,10 +62,5 @@ int decompress_fd_to_fd(CompressionType type, int in_fd, int out_fd, uint64_t ma
  * (F_SEAL_WRITE|F_SEAL_SHRINK|F_SEAL_GROW|F_SEAL_SEAL), rewind it and return it in *ret_fd. Where
  * the kernel supports it the memfd is also created non-executable (MFD_NOEXEC_SEAL). Same errors
  * as decompress_fd_to_fd(), plus those of memfd_create() and fcntl(F_ADD_SEALS). */
-int decompress_to_sealed_memfd(
-                CompressionType type,
-                int in_fd,
-                const char *name,
-                uint64_t max_size,
-                int *ret_fd,
-                uint64_t *ret_size);
+int decompress_to_sealed_memfd(CompressionType type, int in_fd, const char *name, uint64_t max_size, int *ret_fd,
+                               uint64_t *ret_size);

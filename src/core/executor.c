@@ -94,8 +94,8 @@ static int insert_step(Loader *l, const Step *step, LoadFlags load_flags, LoadSt
                 return 1;
 
         if (e == -EPERM && kernel_cmdline_denies(step->module))
-                *ret_message = strdup_printf("could not insert '%s': Module is deny-listed by the kernel (module_blacklist=)",
-                                step->module);
+                *ret_message = strdup_printf(
+                        "could not insert '%s': Module is deny-listed by the kernel (module_blacklist=)", step->module);
         else if (e == -ENOENT && access(step->path, F_OK) < 0)
                 *ret_message = strdup_printf("could not open module file '%s': %s", step->path, strerror(ENOENT));
         else
@@ -114,12 +114,13 @@ static int command_step(const Step *step, char **ret_message) {
         if (e == 0)
                 return 1;
         if (e > 0) {
-                *ret_message = strdup_printf("Error running %s command '%s' for module %s: retcode %d",
-                                step->kind == STEP_INSTALL ? "install" : "remove", command, step->module, e);
+                *ret_message =
+                        strdup_printf("Error running %s command '%s' for module %s: retcode %d",
+                                      step->kind == STEP_INSTALL ? "install" : "remove", command, step->module, e);
                 return -EIO;
         }
         *ret_message = strdup_printf("Could not run %s command for module %s: %s",
-                        step->kind == STEP_INSTALL ? "install" : "remove", step->module, strerror(-e));
+                                     step->kind == STEP_INSTALL ? "install" : "remove", step->module, strerror(-e));
         return e;
 }
 
@@ -144,8 +145,8 @@ static int remove_step(const Step *step, bool force, uint64_t wait_usec, char **
         return e;
 }
 
-int execute_step(Loader *l, const Step *step, LoadFlags load_flags, bool force, uint64_t wait_usec,
-                 LoadStats *stats, char **ret_message) {
+int execute_step(Loader *l, const Step *step, LoadFlags load_flags, bool force, uint64_t wait_usec, LoadStats *stats,
+                 char **ret_message) {
         switch (step->kind) {
         case STEP_INSMOD:
                 return insert_step(l, step, load_flags, stats, ret_message);
@@ -177,7 +178,7 @@ char **plan_module_list(const Plan *p) {
 
 /* Fill name and modules; the rest is up to the caller. */
 static int outcome_init(Outcome *o, const char *name, const Plan *p) {
-        *o = (Outcome) {};
+        *o = (Outcome){};
         o->name = strdup(name);
         o->modules = p ? plan_module_list(p) : calloc(1, sizeof(char *));
         if (!o->name || !o->modules) {

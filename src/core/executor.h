@@ -33,8 +33,8 @@ typedef struct UnloadRequest {
  * builtin, unused-check failed), or a negative errno with *ret_message set
  * to a sentence in kmod's words. Touches no libkmod state: safe in worker
  * threads while the resolver is used elsewhere. */
-int execute_step(Loader *l, const Step *step, LoadFlags load_flags, bool force, uint64_t wait_usec,
-                 LoadStats *stats, char **ret_message);
+int execute_step(Loader *l, const Step *step, LoadFlags load_flags, bool force, uint64_t wait_usec, LoadStats *stats,
+                 char **ret_message);
 
 /* Resolve and load one name. Failures of the module are described in *ret
  * (result, error, message); the return value is negative only for an

@@ -159,11 +159,9 @@ int loader_insert(Loader *l, const char *path, const char *params, LoadFlags fla
         if (type == COMPRESSION_NONE)
                 return insert_fd(l, fd, (uint64_t) st.st_size, params, kflags, stats);
 
-        if (l->policy == LOAD_POLICY_KERNEL ||
-            (l->policy == LOAD_POLICY_AUTO && type == l->kernel_compression &&
-             !__atomic_load_n(&l->no_finit, __ATOMIC_RELAXED)))
-                return insert_fd(l, fd, (uint64_t) st.st_size, params, kflags | MODULE_INIT_COMPRESSED_FILE,
-                                 stats);
+        if (l->policy == LOAD_POLICY_KERNEL || (l->policy == LOAD_POLICY_AUTO && type == l->kernel_compression &&
+                                                !__atomic_load_n(&l->no_finit, __ATOMIC_RELAXED)))
+                return insert_fd(l, fd, (uint64_t) st.st_size, params, kflags | MODULE_INIT_COMPRESSED_FILE, stats);
 
         name = strrchr(path, '/');
         r = decompress_to_sealed_memfd(type, fd, name ? name + 1 : path, LOADER_MODULE_SIZE_MAX, &memfd, &size);
@@ -238,7 +236,7 @@ int loader_remove(const char *name, bool force, uint64_t wait_usec) {
                         return r;
                 if (deadline != USEC_INFINITY && now_usec(CLOCK_MONOTONIC) >= deadline)
                         return r;
-                (void) nanosleep(&(struct timespec) { .tv_nsec = REMOVE_RETRY_USEC * 1000 }, NULL);
+                (void) nanosleep(&(struct timespec){ .tv_nsec = REMOVE_RETRY_USEC * 1000 }, NULL);
         }
 }
 
@@ -259,7 +257,8 @@ const char *loader_strerror(int error) {
         case EFBIG:
                 return "Module is larger than the loader accepts";
         case EOPNOTSUPP:
-                return "The kernel cannot take this module file as it is (it decompresses only what /sys/module/compression names)";
+                return "The kernel cannot take this module file as it is (it decompresses only what "
+                       "/sys/module/compression names)";
         case EKEYREJECTED:
                 return "Key was rejected by service";
         default:

@@ -22,9 +22,9 @@
 #define LOADER_MODULE_SIZE_MAX (UINT64_C(1) << 30)
 
 typedef enum LoadPolicy {
-        LOAD_POLICY_AUTO,       /* the kernel decompresses what it can, we do the rest */
-        LOAD_POLICY_USERSPACE,  /* always decompress here */
-        LOAD_POLICY_KERNEL,     /* always hand the file to the kernel */
+        LOAD_POLICY_AUTO,      /* the kernel decompresses what it can, we do the rest */
+        LOAD_POLICY_USERSPACE, /* always decompress here */
+        LOAD_POLICY_KERNEL,    /* always hand the file to the kernel */
         _LOAD_POLICY_MAX,
         _LOAD_POLICY_INVALID = -EINVAL,
 } LoadPolicy;
@@ -38,10 +38,10 @@ typedef enum LoadFlags {
 } LoadFlags;
 
 typedef struct LoadStats {
-        uint64_t kernel_calls;        /* init_module/finit_module calls made */
-        uint64_t kernel_eexist;       /* of those, answered EEXIST */
-        uint64_t bytes_decompressed;  /* decompressed here */
-        uint64_t bytes_to_kernel;     /* bytes the kernel had to read */
+        uint64_t kernel_calls;       /* init_module/finit_module calls made */
+        uint64_t kernel_eexist;      /* of those, answered EEXIST */
+        uint64_t bytes_decompressed; /* decompressed here */
+        uint64_t bytes_to_kernel;    /* bytes the kernel had to read */
 } LoadStats;
 
 typedef struct Loader Loader;

@@ -8,11 +8,11 @@
 #include "strv.h"
 
 static const char *const result_names[_OUTCOME_RESULT_MAX] = {
-        [OUTCOME_INSERTED] = "inserted",       [OUTCOME_LIVE] = "live",
-        [OUTCOME_BUILTIN] = "builtin",         [OUTCOME_BLACKLISTED] = "blacklisted",
-        [OUTCOME_NOT_FOUND] = "notFound",      [OUTCOME_FAILED] = "failed",
-        [OUTCOME_DRY_RUN] = "dryRun",          [OUTCOME_REMOVED] = "removed",
-        [OUTCOME_NOT_LOADED] = "notLoaded",    [OUTCOME_IN_USE] = "inUse",
+        [OUTCOME_INSERTED] = "inserted",    [OUTCOME_LIVE] = "live",
+        [OUTCOME_BUILTIN] = "builtin",      [OUTCOME_BLACKLISTED] = "blacklisted",
+        [OUTCOME_NOT_FOUND] = "notFound",   [OUTCOME_FAILED] = "failed",
+        [OUTCOME_DRY_RUN] = "dryRun",       [OUTCOME_REMOVED] = "removed",
+        [OUTCOME_NOT_LOADED] = "notLoaded", [OUTCOME_IN_USE] = "inUse",
 };
 
 const char *outcome_result_to_string(OutcomeResult r) {
@@ -28,7 +28,7 @@ void outcome_done(Outcome *o) {
         free(o->name);
         strv_free(o->modules);
         free(o->message);
-        *o = (Outcome) {};
+        *o = (Outcome){};
 }
 
 int outcome_set_message(Outcome *o, const char *format, ...) {
@@ -65,7 +65,8 @@ json_object *outcome_to_json(const Outcome *o) {
                 if (ok)
                         mods = NULL;
         }
-        ok = ok && json_object_object_add(j, "result", json_object_new_string(outcome_result_to_string(o->result))) >= 0;
+        ok = ok &&
+             json_object_object_add(j, "result", json_object_new_string(outcome_result_to_string(o->result))) >= 0;
         if (ok && o->error != 0) {
                 const char *n = strerrorname_np(-o->error);
                 ok = json_object_object_add(j, "errno", json_object_new_int(-o->error)) >= 0 &&
@@ -101,7 +102,7 @@ int outcome_from_json(json_object *j, Outcome *ret) {
                                 goto nomem;
                 }
         o.result = json_object_object_get_ex(j, "result", &v) ? outcome_result_from_string(json_object_get_string(v))
-                                                               : _OUTCOME_RESULT_INVALID;
+                                                              : _OUTCOME_RESULT_INVALID;
         if (o.result < 0) {
                 outcome_done(&o);
                 return -EBADMSG;

@@ -24,15 +24,15 @@ typedef enum OutcomeResult {
 } OutcomeResult;
 
 typedef struct Outcome {
-        char *name;           /* as asked */
-        char **modules;       /* what it resolved to, dependencies first; NULL-terminated, never NULL */
+        char *name;     /* as asked */
+        char **modules; /* what it resolved to, dependencies first; NULL-terminated, never NULL */
         OutcomeResult result;
-        int error;            /* negative errno behind a failure, else 0 */
-        char *message;        /* a sentence a person can act on, or NULL */
+        int error;     /* negative errno behind a failure, else 0 */
+        char *message; /* a sentence a person can act on, or NULL */
         bool shared;
 } Outcome;
 
-const char *outcome_result_to_string(OutcomeResult r);  /* "inserted", "notFound", ... as in the interface */
+const char *outcome_result_to_string(OutcomeResult r); /* "inserted", "notFound", ... as in the interface */
 OutcomeResult outcome_result_from_string(const char *s);
 /* Whether a command-line tool should count this as success. */
 bool outcome_result_is_success(OutcomeResult r);

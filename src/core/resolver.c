@@ -21,11 +21,8 @@ struct Resolver {
 };
 
 static const char *const module_state_table[_MODULE_STATE_MAX] = {
-        [MODULE_STATE_NOT_LOADED] = "notLoaded",
-        [MODULE_STATE_LIVE] = "live",
-        [MODULE_STATE_COMING] = "coming",
-        [MODULE_STATE_GOING] = "going",
-        [MODULE_STATE_BUILTIN] = "builtin",
+        [MODULE_STATE_NOT_LOADED] = "notLoaded", [MODULE_STATE_LIVE] = "live",       [MODULE_STATE_COMING] = "coming",
+        [MODULE_STATE_GOING] = "going",          [MODULE_STATE_BUILTIN] = "builtin",
 };
 
 const char *module_state_to_string(ModuleState s) {
@@ -35,11 +32,8 @@ const char *module_state_to_string(ModuleState s) {
 }
 
 static const char *const step_kind_table[_STEP_KIND_MAX] = {
-        [STEP_INSMOD] = "insmod",
-        [STEP_BUILTIN] = "builtin",
-        [STEP_INSTALL] = "install",
-        [STEP_RMMOD] = "rmmod",
-        [STEP_REMOVE] = "remove",
+        [STEP_INSMOD] = "insmod", [STEP_BUILTIN] = "builtin", [STEP_INSTALL] = "install",
+        [STEP_RMMOD] = "rmmod",   [STEP_REMOVE] = "remove",
 };
 
 const char *step_kind_to_string(StepKind k) {
@@ -77,7 +71,7 @@ static void kmod_module_unref_listp(struct kmod_list **l) {
 #define FLAGS_SET_ANY(v, f) (((v) & (f)) != 0)
 
 #define _cleanup_kmod_module_ _cleanup_(kmod_module_unrefp)
-#define _cleanup_kmod_list_ _cleanup_(kmod_module_unref_listp)
+#define _cleanup_kmod_list_   _cleanup_(kmod_module_unref_listp)
 
 /* Module names of a kmod module list, in list order; never NULL on success. */
 static int module_list_names(struct kmod_list *list, char ***ret) {
@@ -85,8 +79,7 @@ static int module_list_names(struct kmod_list *list, char ***ret) {
         char **v;
         size_t n = 0, i = 0;
 
-        kmod_list_foreach(l, list)
-                n++;
+        kmod_list_foreach(l, list) n++;
 
         v = calloc(n + 1, sizeof(char *));
         if (!v)
@@ -353,7 +346,7 @@ static int plan_add_step(Plan *p, StepKind kind, const char *module, const char 
         p->steps = n;
 
         s = p->steps + p->n_steps;
-        *s = (Step) {
+        *s = (Step){
                 .kind = kind,
                 .module = strdup(module),
                 .path = path ? strdup(path) : NULL,
@@ -405,7 +398,7 @@ static int plan_add_module(Plan *p, const char *name) {
 
 static void plan_finish(Plan *p) {
         static const PlanResult order[] = {
-                PLAN_RESULT_STEPS, PLAN_RESULT_LIVE, PLAN_RESULT_NOT_LOADED,
+                PLAN_RESULT_STEPS,   PLAN_RESULT_LIVE,        PLAN_RESULT_NOT_LOADED,
                 PLAN_RESULT_BUILTIN, PLAN_RESULT_BLACKLISTED,
         };
 
@@ -435,7 +428,8 @@ static int plan_new(const char *name, Plan **ret) {
 }
 
 /* Look a request up the way modprobe does. For an absolute path, a single module from the file. */
-static int lookup_targets(Resolver *r, const char *name, struct kmod_list **ret_list, struct kmod_module **ret_path_mod) {
+static int lookup_targets(Resolver *r, const char *name, struct kmod_list **ret_list,
+                          struct kmod_module **ret_path_mod) {
         struct kmod_list *list = NULL;
         int k;
 
@@ -542,8 +536,8 @@ static void print_action_cb(struct kmod_module *m, bool install, const char *opt
                 c->error = k;
 }
 
-static int plan_load_one(Resolver *r, Plan *p, struct kmod_module *mod, const char *extra_options,
-                         ResolveFlags flags, PlanResult *ret_result) {
+static int plan_load_one(Resolver *r, Plan *p, struct kmod_module *mod, const char *extra_options, ResolveFlags flags,
+                         PlanResult *ret_result) {
         _cleanup_kmod_list_ struct kmod_list *deps = NULL;
         LoadCollector c = {
                 .plan = p,
@@ -642,13 +636,15 @@ int resolver_plan_load(Resolver *r, const char *name, const char *extra_options,
                 if (k < 0)
                         return k;
 
-                state = FLAGS_SET_ANY(flags, RESOLVE_IGNORE_LOADED) ? MODULE_STATE_NOT_LOADED : module_state_of(path_mod);
+                state = FLAGS_SET_ANY(flags, RESOLVE_IGNORE_LOADED) ? MODULE_STATE_NOT_LOADED
+                                                                    : module_state_of(path_mod);
                 if (state == MODULE_STATE_LIVE || state == MODULE_STATE_BUILTIN) {
                         if (FLAGS_SET_ANY(flags, RESOLVE_FIRST_TIME))
                                 return -EEXIST;
                         p->results[0] = state == MODULE_STATE_LIVE ? PLAN_RESULT_LIVE : PLAN_RESULT_BUILTIN;
                 } else {
-                        k = plan_add_step(p, STEP_INSMOD, modname, kmod_module_get_path(path_mod), extra_options, NULL, &s);
+                        k = plan_add_step(p, STEP_INSMOD, modname, kmod_module_get_path(path_mod), extra_options, NULL,
+                                          &s);
                         if (k < 0)
                                 return k;
                         s->target = true;
@@ -757,8 +753,8 @@ static int unload_module(UnloadWalk *w, struct kmod_module *mod, bool top, bool 
 
                 if (state == MODULE_STATE_BUILTIN || state < 0 || state == MODULE_STATE_NOT_LOADED) {
                         if (ret_result)
-                                *ret_result = state == MODULE_STATE_BUILTIN ? PLAN_RESULT_BUILTIN
-                                                                            : PLAN_RESULT_NOT_LOADED;
+                                *ret_result =
+                                        state == MODULE_STATE_BUILTIN ? PLAN_RESULT_BUILTIN : PLAN_RESULT_NOT_LOADED;
                         return 0;
                 }
         }
@@ -881,7 +877,7 @@ int resolver_plan_unload(Resolver *r, const char *name, ResolveFlags flags, Plan
         if (k < 0)
                 return k;
 
-        w = (UnloadWalk) {
+        w = (UnloadWalk){
                 .plan = p,
                 .flags = flags,
         };

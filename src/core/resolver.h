@@ -108,14 +108,14 @@ typedef enum PlanResult {
 const char *plan_result_to_string(PlanResult r);
 
 typedef struct Plan {
-        char *name;           /* as requested */
-        char **modules;       /* what the name resolved to, in kmod's lookup order (an alias may match
-                               * several modules); NULL-terminated */
-        PlanResult *results;  /* one per entry of modules */
+        char *name;          /* as requested */
+        char **modules;      /* what the name resolved to, in kmod's lookup order (an alias may match
+                              * several modules); NULL-terminated */
+        PlanResult *results; /* one per entry of modules */
         size_t n_modules;
-        PlanResult result;    /* overall: STEPS if any module has steps, else the first present of
-                               * LIVE, NOT_LOADED, BUILTIN, BLACKLISTED */
-        Step *steps;          /* in execution order; each module appears at most once */
+        PlanResult result; /* overall: STEPS if any module has steps, else the first present of
+                            * LIVE, NOT_LOADED, BUILTIN, BLACKLISTED */
+        Step *steps;       /* in execution order; each module appears at most once */
         size_t n_steps;
 } Plan;
 
@@ -125,14 +125,14 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Plan *, plan_free);
 typedef enum ResolveFlags {
         RESOLVE_APPLY_BLACKLIST = 1 << 0, /* modprobe -b: the blacklist applies to module names too
                                            * (to aliases it always applies) */
-        RESOLVE_IGNORE_INSTALL  = 1 << 1, /* -i: ignore the target's install/remove commands */
-        RESOLVE_IGNORE_LOADED   = 1 << 2, /* plan as if nothing were in the kernel (--show-depends) */
-        RESOLVE_FIRST_TIME      = 1 << 3, /* --first-time, load: a target already in the kernel is
+        RESOLVE_IGNORE_INSTALL = 1 << 1,  /* -i: ignore the target's install/remove commands */
+        RESOLVE_IGNORE_LOADED = 1 << 2,   /* plan as if nothing were in the kernel (--show-depends) */
+        RESOLVE_FIRST_TIME = 1 << 3,      /* --first-time, load: a target already in the kernel is
                                            * -EEXIST. Unload: no effect here; kmod's -ENOENT for a
                                            * target that is not loaded is left to the caller, who sees
                                            * PLAN_RESULT_NOT_LOADED (so that it is not mistaken for
                                            * "no such module") */
-        RESOLVE_REMOVE_HOLDERS  = 1 << 4, /* unload: --remove-holders */
+        RESOLVE_REMOVE_HOLDERS = 1 << 4,  /* unload: --remove-holders */
 } ResolveFlags;
 
 /* Plan what `modprobe [flags] name extra_options` does.

@@ -22,27 +22,25 @@
 #include "decompress.h"
 #include "macro.h"
 
-#define check(expr)                                                                  \
-        do {                                                                         \
-                if (!(expr)) {                                                       \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,       \
-                                __LINE__, #expr);                                    \
-                        abort();                                                     \
-                }                                                                    \
+#define check(expr)                                                                              \
+        do {                                                                                     \
+                if (!(expr)) {                                                                   \
+                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #expr); \
+                        abort();                                                                 \
+                }                                                                                \
         } while (0)
 
-#define check_r(expr, want)                                                          \
-        do {                                                                         \
-                int _r_ = (expr);                                                    \
-                if (_r_ != (want)) {                                                 \
-                        fprintf(stderr, "%s:%d: %s returned %d (%s), expected %d\n", \
-                                __FILE__, __LINE__, #expr, _r_, strerror(-_r_),      \
-                                (want));                                             \
-                        abort();                                                     \
-                }                                                                    \
+#define check_r(expr, want)                                                                                          \
+        do {                                                                                                         \
+                int _r_ = (expr);                                                                                    \
+                if (_r_ != (want)) {                                                                                 \
+                        fprintf(stderr, "%s:%d: %s returned %d (%s), expected %d\n", __FILE__, __LINE__, #expr, _r_, \
+                                strerror(-_r_), (want));                                                             \
+                        abort();                                                                                     \
+                }                                                                                                    \
         } while (0)
 
-#define BIG_SIZE (2U * 1024U * 1024U + 12345U)
+#define BIG_SIZE   (2U * 1024U * 1024U + 12345U)
 #define SMALL_SIZE 6000U
 
 typedef struct Buf {
@@ -52,7 +50,7 @@ typedef struct Buf {
 
 static void buf_done(Buf *b) {
         free(b->data);
-        *b = (Buf) {};
+        *b = (Buf){};
 }
 
 static void buf_append(Buf *b, const void *p, size_t n) {
@@ -83,9 +81,9 @@ static uint64_t rng(void) {
 /* Text-like, compressible bytes with some incompressible runs mixed in. */
 static Buf make_data(size_t size) {
         static const char *const words[] = {
-                "module", "kernel", "symbol", "alias", "depends", "softdep", "vermagic",
-                "license", "GPL", "\177ELF", "init_module", "finit", "memfd", "\0\0\0\0",
-                "parm", "srcversion", "retpoline", "intree", "name", "\n", " ", "=",
+                "module",    "kernel",  "symbol",      "alias", "depends", "softdep",  "vermagic", "license",
+                "GPL",       "\177ELF", "init_module", "finit", "memfd",   "\0\0\0\0", "parm",     "srcversion",
+                "retpoline", "intree",  "name",        "\n",    " ",       "=",
         };
         Buf b = {};
 
@@ -117,8 +115,7 @@ static Buf compress_xz(const Buf *in) {
 
         b.data = malloc(bound);
         check(b.data);
-        check(lzma_easy_buffer_encode(1, LZMA_CHECK_CRC32, NULL, in->data, in->size, b.data, &pos, bound) ==
-              LZMA_OK);
+        check(lzma_easy_buffer_encode(1, LZMA_CHECK_CRC32, NULL, in->data, in->size, b.data, &pos, bound) == LZMA_OK);
         b.size = pos;
         return b;
 }
@@ -178,7 +175,7 @@ static Buf pack(CompressionType t, const Buf *in) {
                 return compress_gzip(in);
         default:
                 check(false);
-                return (Buf) {};
+                return (Buf){};
         }
 }
 

@@ -19,12 +19,12 @@
 
 static unsigned failures = 0;
 
-#define check(expr)                                                                        \
-        do {                                                                               \
-                if (!(expr)) {                                                             \
+#define check(expr)                                                                              \
+        do {                                                                                     \
+                if (!(expr)) {                                                                   \
                         fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #expr); \
-                        failures++;                                                        \
-                }                                                                          \
+                        failures++;                                                              \
+                }                                                                                \
         } while (0)
 
 static const char *module_dir = NULL;
@@ -403,8 +403,8 @@ static void test_builtin(Resolver *r) {
         check(resolver_plan_load(r, name, NULL, RESOLVE_IGNORE_LOADED, &q) == 0);
         if (q) {
                 check(q->n_steps == 1);
-                check(q->n_steps == 1 && q->steps[0].kind == STEP_BUILTIN && q->steps[0].target &&
-                      !q->steps[0].path && streq(q->steps[0].module, name));
+                check(q->n_steps == 1 && q->steps[0].kind == STEP_BUILTIN && q->steps[0].target && !q->steps[0].path &&
+                      streq(q->steps[0].module, name));
         }
         /* --first-time: already in the kernel */
         check(resolver_plan_load(r, name, NULL, RESOLVE_FIRST_TIME, &untouched) == -EEXIST);
@@ -485,10 +485,12 @@ static void test_install(Resolver *r) {
                         const Step *s = p->steps + i;
 
                         check(s->kind == STEP_INSTALL && s->target && !s->path);
-                        check(s->command && streq(s->command, "/sbin/modprobe --ignore-install vxlan $CMDLINE_OPTS && /bin/true"));
+                        check(s->command &&
+                              streq(s->command, "/sbin/modprobe --ignore-install vxlan $CMDLINE_OPTS && /bin/true"));
                         check(streq(s->options, "udp_port=4790 extra=1"));
                         check(step_expand_command(s, &cmd) == 0);
-                        check(cmd && streq(cmd, "/sbin/modprobe --ignore-install vxlan udp_port=4790 extra=1 && /bin/true"));
+                        check(cmd &&
+                              streq(cmd, "/sbin/modprobe --ignore-install vxlan udp_port=4790 extra=1 && /bin/true"));
                 }
                 /* dependencies are still inserted first */
                 for (size_t j = 0; j < n; j++) {
@@ -539,8 +541,8 @@ static void test_path(Resolver *r) {
         if (p) {
                 check(p->n_modules == 1 && streq(p->modules[0], "btrfs"));
                 check(p->n_steps == 1);
-                check(p->n_steps == 1 && p->steps[0].kind == STEP_INSMOD && p->steps[0].target &&
-                      p->steps[0].path && streq(p->steps[0].path, path) && streq(p->steps[0].options, "extra=1"));
+                check(p->n_steps == 1 && p->steps[0].kind == STEP_INSMOD && p->steps[0].target && p->steps[0].path &&
+                      streq(p->steps[0].path, path) && streq(p->steps[0].options, "extra=1"));
         }
 }
 

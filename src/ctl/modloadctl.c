@@ -18,10 +18,10 @@
 
 /* Exit statuses a shell can tell apart. */
 #define EXIT_MODULE_FAILED 1 /* a module failed, was not found or is in use */
-#define EXIT_USAGE 2         /* bad command line */
-#define EXIT_NO_DAEMON 3     /* the daemon could not be reached or did not answer */
+#define EXIT_USAGE         2 /* bad command line */
+#define EXIT_NO_DAEMON     3 /* the daemon could not be reached or did not answer */
 
-#define CALL_TIMEOUT_USEC (120 * USEC_PER_SEC)
+#define CALL_TIMEOUT_USEC    (120 * USEC_PER_SEC)
 #define CONNECT_TIMEOUT_USEC (5 * USEC_PER_SEC)
 
 static const char *arg_address = NULL;
@@ -219,8 +219,8 @@ static void print_outcomes_table(const Outcome *outcomes, size_t n) {
         }
         printf("%-*s  %-*s  %-*s  %s\n", wn, _("NAME"), wr, _("RESULT"), ws, _("SHARED"), _("MODULES"));
         for (size_t i = 0; i < n; i++) {
-                printf("%-*s  %-*s  %-*s  ", wn, outcomes[i].name, wr,
-                       outcome_result_to_string(outcomes[i].result), ws, outcomes[i].shared ? _("yes") : _("no"));
+                printf("%-*s  %-*s  %-*s  ", wn, outcomes[i].name, wr, outcome_result_to_string(outcomes[i].result), ws,
+                       outcomes[i].shared ? _("yes") : _("no"));
                 for (char **m = outcomes[i].modules; m && *m; m++)
                         printf("%s%s", m == outcomes[i].modules ? "" : " ", *m);
                 putchar('\n');
@@ -266,7 +266,7 @@ static ResolveFlags resolve_flags(void) {
 static int local_setup(Resolver **ret_resolver, Loader **ret_loader) {
         int r;
 
-        r = resolver_new(ret_resolver, &(ResolverConfig) {
+        r = resolver_new(ret_resolver, &(ResolverConfig){
                                                .module_dir = arg_module_dir,
                                                .config_paths = (const char *const *) arg_config,
                                        });
@@ -297,7 +297,7 @@ static int local_outcomes(bool unload, ResolveFlags extra_flags, char **names, s
         for (size_t i = 0; i < n; i++) {
                 if (unload)
                         r = execute_unload(resolver,
-                                           &(UnloadRequest) {
+                                           &(UnloadRequest){
                                                    .name = names[i],
                                                    .resolve_flags = resolve_flags() | extra_flags,
                                                    .force = arg_force,
@@ -307,7 +307,7 @@ static int local_outcomes(bool unload, ResolveFlags extra_flags, char **names, s
                                            &outcomes[i]);
                 else
                         r = execute_load(resolver, loader,
-                                         &(LoadRequest) {
+                                         &(LoadRequest){
                                                  .name = names[i],
                                                  .parameters = arg_parameters,
                                                  .resolve_flags = resolve_flags() | extra_flags,
@@ -318,8 +318,10 @@ static int local_outcomes(bool unload, ResolveFlags extra_flags, char **names, s
                                          NULL, &outcomes[i]);
                 if (r == -EINVAL) {
                         /* The same answer the daemon gives: this is no name a module could have. */
-                        outcomes[i] = (Outcome) { .name = strdup(names[i]), .modules = calloc(1, sizeof(char *)),
-                                                  .result = OUTCOME_FAILED, .error = -EINVAL };
+                        outcomes[i] = (Outcome){ .name = strdup(names[i]),
+                                                 .modules = calloc(1, sizeof(char *)),
+                                                 .result = OUTCOME_FAILED,
+                                                 .error = -EINVAL };
                         (void) outcome_set_message(&outcomes[i], _("Invalid module name"));
                 } else if (r < 0) {
                         for (size_t k = 0; k < i; k++)
@@ -342,8 +344,7 @@ static int local_describe(const char *name) {
                 log_error(_("Invalid module name: %s"), name);
                 return EXIT_MODULE_FAILED;
         }
-        r = resolver_plan_load(resolver, name, arg_parameters,
-                               resolve_flags() | RESOLVE_IGNORE_LOADED, &plan);
+        r = resolver_plan_load(resolver, name, arg_parameters, resolve_flags() | RESOLVE_IGNORE_LOADED, &plan);
         if (r == -ENOENT) {
                 log_error(_("Module %s not found in directory %s"), name, resolver_module_dir(resolver));
                 return EXIT_MODULE_FAILED;
@@ -433,7 +434,8 @@ static int run_load_unload(bool unload, char **names, size_t n) {
         _cleanup_free_ Outcome *outcomes = NULL;
         int r;
 
-        r = arg_local ? local_outcomes(unload, 0, names, n, &outcomes) : daemon_outcomes(unload, false, names, n, &outcomes);
+        r = arg_local ? local_outcomes(unload, 0, names, n, &outcomes)
+                      : daemon_outcomes(unload, false, names, n, &outcomes);
         if (r != 0)
                 return r;
         return finish_outcomes(outcomes, n);
@@ -531,7 +533,9 @@ static int run_modules_load(char **files, size_t n_files) {
                         break;
                 default:
                         /* A device that is not there, or a symbol that is missing: logged, not fatal. */
-                        log_full_errno(o->error == -ENODEV ? LOG_NOTICE : o->error == -ENOENT ? LOG_WARNING : LOG_ERR,
+                        log_full_errno(o->error == -ENODEV   ? LOG_NOTICE
+                                       : o->error == -ENOENT ? LOG_WARNING
+                                                             : LOG_ERR,
                                        o->error ?: EIO, "Failed to insert module '%s': %s", o->name,
                                        o->message ?: "unknown error");
                         if (!IN_SET(o->error, -ENODEV, -ENOENT))
@@ -549,7 +553,8 @@ static void print_describe_reply(json_object *reply) {
                 json_object *st = json_object_array_get_idx(steps, i);
                 const char *kind = json_object_get_string(json_object_object_get(st, "kind"));
                 const char *module = json_object_get_string(json_object_object_get(st, "module"));
-                json_object *path = json_object_object_get(st, "path"), *params = json_object_object_get(st, "parameters"),
+                json_object *path = json_object_object_get(st, "path"),
+                            *params = json_object_object_get(st, "parameters"),
                             *cmd = json_object_object_get(st, "command");
 
                 if (streq(kind, "insmod"))
@@ -679,7 +684,8 @@ static int daemon_monitor(void) {
 
         r = varlink_client_connect(&c, manager_address(arg_address), CONNECT_TIMEOUT_USEC);
         if (r < 0)
-                return log_error_errno(r, _("Cannot reach modloadd at %s: %m"), manager_address(arg_address)), EXIT_NO_DAEMON;
+                return log_error_errno(r, _("Cannot reach modloadd at %s: %m"), manager_address(arg_address)),
+                       EXIT_NO_DAEMON;
         r = varlink_client_send(c, "io.modloadd.Manager.Monitor", NULL, VARLINK_CALL_MORE, CALL_TIMEOUT_USEC);
         if (r < 0)
                 return log_error_errno(r, _("No answer from modloadd: %m")), EXIT_NO_DAEMON;
@@ -747,7 +753,8 @@ static int run(int argc, char *argv[]) {
                 }
                 return arg_local ? local_describe(names[0]) : daemon_describe(names[0]);
         }
-        if (n > 0 && (streq(verb, "list") || streq(verb, "status") || streq(verb, "monitor") || streq(verb, "reload"))) {
+        if (n > 0 &&
+            (streq(verb, "list") || streq(verb, "status") || streq(verb, "monitor") || streq(verb, "reload"))) {
                 log_error(_("%s takes no arguments."), verb);
                 return EXIT_USAGE;
         }

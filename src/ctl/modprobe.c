@@ -46,7 +46,7 @@
 #define SHIM_CONNECT_TIMEOUT_USEC (3 * USEC_PER_SEC)
 /* The daemon answers every caller within its load timeout (60 s by default); this bounds a daemon
  * that stopped answering altogether. */
-#define SHIM_CALL_TIMEOUT_USEC (90 * USEC_PER_SEC)
+#define SHIM_CALL_TIMEOUT_USEC    (90 * USEC_PER_SEC)
 
 #define VERBOSE_DEFAULT LOG_WARNING
 
@@ -496,12 +496,9 @@ static int show_config(void) {
                 const char *word;
                 struct kmod_config_iter *(*iter)(const struct kmod_ctx *ctx);
         } kinds[] = {
-                { "blacklist", kmod_config_get_blacklists },
-                { "install", kmod_config_get_install_commands },
-                { "remove", kmod_config_get_remove_commands },
-                { "alias", kmod_config_get_aliases },
-                { "options", kmod_config_get_options },
-                { "softdep", kmod_config_get_softdeps },
+                { "blacklist", kmod_config_get_blacklists },   { "install", kmod_config_get_install_commands },
+                { "remove", kmod_config_get_remove_commands }, { "alias", kmod_config_get_aliases },
+                { "options", kmod_config_get_options },        { "softdep", kmod_config_get_softdeps },
         };
         struct kmod_ctx *ctx = kmod_open();
 
@@ -552,7 +549,8 @@ static int show_symbols(const char *file) {
                     c_strerror(r));
         for (struct kmod_list *l = list; l; l = kmod_list_next(list, l))
                 if (arg_show_exports)
-                        printf("0x%08" PRIx64 "\t%s\n", kmod_module_symbol_get_crc(l), kmod_module_symbol_get_symbol(l));
+                        printf("0x%08" PRIx64 "\t%s\n", kmod_module_symbol_get_crc(l),
+                               kmod_module_symbol_get_symbol(l));
                 else
                         printf("0x%08" PRIx64 "\t%s\n", kmod_module_version_get_crc(l),
                                kmod_module_version_get_symbol(l));
@@ -633,7 +631,8 @@ static int report_load(const char *name, const char *req, const Outcome *o) {
         if (error == -EEXIST)
                 say(LOG_ERR, "could not insert '%s': Module already in kernel\n", mod);
         else if (error == -ENOENT)
-                say(LOG_ERR, "could not insert '%s': Unknown symbol in module, or unknown parameter (see dmesg)\n", mod);
+                say(LOG_ERR, "could not insert '%s': Unknown symbol in module, or unknown parameter (see dmesg)\n",
+                    mod);
         else
                 say(LOG_ERR, "could not insert '%s': %s\n", mod, c_strerror(error));
         return error;
@@ -705,8 +704,8 @@ static Resolver *resolver_open(void) {
         Resolver *r = NULL;
 
         /* A missing module directory is no error of its own for kmod: every name is "not found". */
-        if (resolver_new(&r, &(ResolverConfig) { .module_dir = module_dir,
-                                                 .config_paths = (const char *const *) arg_config }) < 0)
+        if (resolver_new(&r, &(ResolverConfig){ .module_dir = module_dir,
+                                                .config_paths = (const char *const *) arg_config }) < 0)
                 return NULL;
         return r;
 }
@@ -725,7 +724,7 @@ static Plan *plan_name(Resolver *r, const char *req, const char *params, bool pr
                 e = resolver_plan_load(r, req, params, resolve_flags(), &p);
 
         if (ret) {
-                *ret = (Outcome) { .result = arg_dry_run ? OUTCOME_DRY_RUN : OUTCOME_LIVE, .error = e < 0 ? e : 0 };
+                *ret = (Outcome){ .result = arg_dry_run ? OUTCOME_DRY_RUN : OUTCOME_LIVE, .error = e < 0 ? e : 0 };
                 if (e == -ENOENT)
                         ret->result = OUTCOME_NOT_FOUND;
                 else if (e == -EBUSY)
@@ -763,21 +762,22 @@ static int forward(bool unload, char **reqs, size_t n, const char *params, Outco
 
         if (varlink_client_connect(&c, manager_address(NULL), SHIM_CONNECT_TIMEOUT_USEC) < 0)
                 return 0;
-        r = manager_request_to_json(&(ManagerRequest) {
-                                            .unload = unload,
-                                            .names = reqs,
-                                            .n_names = n,
-                                            .parameters = params,
-                                            .apply_blacklist = arg_use_blacklist,
-                                            .force_vermagic = arg_force || arg_force_vermagic,
-                                            .force_modversion = arg_force || arg_force_modversion,
-                                            .remove_holders = arg_remove_holders,
-                                            .force = arg_force,
-                                            .wait_msec = arg_wait_msec,
-                                            .ignore_commands = arg_ignore_commands,
-                                            .first_time = arg_first_time,
-                                    },
-                                    &call);
+        r = manager_request_to_json(
+                &(ManagerRequest){
+                        .unload = unload,
+                        .names = reqs,
+                        .n_names = n,
+                        .parameters = params,
+                        .apply_blacklist = arg_use_blacklist,
+                        .force_vermagic = arg_force || arg_force_vermagic,
+                        .force_modversion = arg_force || arg_force_modversion,
+                        .remove_holders = arg_remove_holders,
+                        .force = arg_force,
+                        .wait_msec = arg_wait_msec,
+                        .ignore_commands = arg_ignore_commands,
+                        .first_time = arg_first_time,
+                },
+                &call);
         if (r < 0)
                 return say(LOG_ERR, "%s\n", c_strerror(r)), r;
         r = varlink_client_call(c, unload ? "io.modloadd.Manager.Unload" : "io.modloadd.Manager.Load", call,
@@ -806,7 +806,7 @@ static void work_here(Resolver *r, Loader *l, bool unload, const char *req, cons
                 e = -EINVAL;
         else if (unload)
                 e = execute_unload(r,
-                                   &(UnloadRequest) {
+                                   &(UnloadRequest){
                                            .name = req,
                                            .resolve_flags = resolve_flags(),
                                            .force = arg_force,
@@ -815,7 +815,7 @@ static void work_here(Resolver *r, Loader *l, bool unload, const char *req, cons
                                    o);
         else
                 e = execute_load(r, l,
-                                 &(LoadRequest) {
+                                 &(LoadRequest){
                                          .name = req,
                                          .parameters = params,
                                          .resolve_flags = resolve_flags(),
@@ -824,7 +824,7 @@ static void work_here(Resolver *r, Loader *l, bool unload, const char *req, cons
                                  },
                                  NULL, o);
         if (e < 0)
-                *o = (Outcome) { .result = e == -EINVAL ? OUTCOME_NOT_FOUND : OUTCOME_FAILED, .error = e };
+                *o = (Outcome){ .result = e == -EINVAL ? OUTCOME_NOT_FOUND : OUTCOME_FAILED, .error = e };
 }
 
 static bool must_work_here(void) {
@@ -884,7 +884,7 @@ static int run_names(char **names, char **reqs, size_t n, const char *params) {
                 int e;
 
                 if (!valid[i])
-                        outs[i] = (Outcome) { .result = OUTCOME_NOT_FOUND, .error = -ENOENT };
+                        outs[i] = (Outcome){ .result = OUTCOME_NOT_FOUND, .error = -ENOENT };
                 e = arg_remove ? report_unload(names[i], reqs[i], &outs[i]) : report_load(names[i], reqs[i], &outs[i]);
                 if (e < 0)
                         ret = e;
@@ -960,8 +960,8 @@ static int insert_names(char **names, size_t n, const char *params) {
                         Outcome o;
                         int e;
 
-                        plan_free(plan_name(resolver, reqs[i], params, arg_show_depends || arg_verbose > VERBOSE_DEFAULT,
-                                            &o));
+                        plan_free(plan_name(resolver, reqs[i], params,
+                                            arg_show_depends || arg_verbose > VERBOSE_DEFAULT, &o));
                         e = report_load(names[i], reqs[i], &o);
                         outcome_done(&o);
                         if (e < 0)

@@ -25,9 +25,9 @@ struct Request {
         size_t index;
         CachedPlan *plan;
         size_t next_step;
-        Job *waiting;   /* the Job this request waits for */
-        bool changed;   /* a step did something for it */
-        bool shared;    /* it joined another's load, or found its target in the kernel */
+        Job *waiting;    /* the Job this request waits for */
+        bool changed;    /* a step did something for it */
+        bool shared;     /* it joined another's load, or found its target in the kernel */
         bool first_time; /* --first-time: a target already in the kernel is a failure */
         bool done;
 };
@@ -59,7 +59,7 @@ struct Job {
         LoadFlags load_flags;
         Request **waiters;
         size_t n_waiters;
-        pid_t pid;        /* who asked first */
+        pid_t pid; /* who asked first */
         uid_t uid;
         uint64_t start_usec;
         /* Filled in by the worker. */
@@ -176,7 +176,7 @@ static UidPending *uid_pending(Manager *m, uid_t uid, bool create) {
         if (!n)
                 return NULL;
         m->uid_pending = n;
-        m->uid_pending[m->n_uid_pending] = (UidPending) { .uid = uid };
+        m->uid_pending[m->n_uid_pending] = (UidPending){ .uid = uid };
         return &m->uid_pending[m->n_uid_pending++];
 }
 
@@ -198,8 +198,8 @@ static void uid_pending_release(Manager *m, uid_t uid, unsigned n) {
 
 /* --- events --------------------------------------------------------------- */
 
-static void emit(Manager *m, const char *kind, const char *name, const char *module, const char *result,
-                 int error, uint64_t duration_usec, int64_t uid, int64_t pid, int shared) {
+static void emit(Manager *m, const char *kind, const char *name, const char *module, const char *result, int error,
+                 uint64_t duration_usec, int64_t uid, int64_t pid, int shared) {
         json_object *e;
 
         if (m->n_subscribers == 0)
@@ -341,8 +341,8 @@ static int batch_on_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
                 o->error = -ETIMEDOUT;
                 o->shared = req->shared;
                 free(o->message);
-                o->message = strdup_printf("Gave up waiting for %s after %" PRIu64 " s; the load goes on", module,
-                                           secs);
+                o->message =
+                        strdup_printf("Gave up waiting for %s after %" PRIu64 " s; the load goes on", module, secs);
                 outcome_account(m, o);
         }
         batch_send_reply(b);
@@ -380,7 +380,7 @@ static int batch_new(Manager *m, VarlinkCall *call, char **names, bool unload, B
         u->n += (unsigned) n;
 
         for (size_t i = 0; i < n; i++) {
-                b->requests[i] = (Request) { .batch = b, .index = i };
+                b->requests[i] = (Request){ .batch = b, .index = i };
                 b->outcomes[i].name = strdup(names[i]);
                 b->outcomes[i].modules = calloc(1, sizeof(char *));
                 if (!b->outcomes[i].name || !b->outcomes[i].modules) {
@@ -433,14 +433,16 @@ static void job_done(WorkItem *w) {
         if (j->result > 0)
                 log_info("%s %s in %" PRIu64 " ms for pid %d (uid %u), %zu caller(s) waiting, %" PRIu64
                          " bytes to the kernel.",
-                         what, j->key, j->duration_usec / USEC_PER_MSEC, (int) j->pid, (unsigned) j->uid,
-                         j->n_waiters, j->stats.bytes_to_kernel);
+                         what, j->key, j->duration_usec / USEC_PER_MSEC, (int) j->pid, (unsigned) j->uid, j->n_waiters,
+                         j->stats.bytes_to_kernel);
         else if (j->result < 0)
                 log_full(j->step->optional ? LOG_INFO : LOG_WARNING, "%s%s", j->message ?: j->key,
                          j->step->optional ? " (optional, ignored)" : "");
         emit(m, "loadFinished", NULL, j->key,
-             j->result > 0 ? "inserted" : j->result == 0 ? "live" : "failed", j->result < 0 ? j->result : 0,
-             j->duration_usec ?: 1, -1, -1, -1);
+             j->result > 0    ? "inserted"
+             : j->result == 0 ? "live"
+                              : "failed",
+             j->result < 0 ? j->result : 0, j->duration_usec ?: 1, -1, -1, -1);
 
         /* Every waiter gets the same result; each moves on (which may start or join other jobs). */
         for (size_t i = 0; i < j->n_waiters; i++) {

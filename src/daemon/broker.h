@@ -16,8 +16,8 @@
 
 typedef struct CachedPlan {
         unsigned n_ref;
-        Plan *plan;  /* NULL when error is set */
-        int error;   /* negative errno: no plan (-ENOENT: nothing matches) */
+        Plan *plan; /* NULL when error is set */
+        int error;  /* negative errno: no plan (-ENOENT: nothing matches) */
 } CachedPlan;
 
 int broker_setup(Manager *m);

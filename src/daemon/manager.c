@@ -181,8 +181,7 @@ static int check_names(Manager *m, VarlinkCall *call, json_object *params, char 
         if (n > MANAGER_NAMES_MAX)
                 return reply_error_int(call, "io.modloadd.Manager.TooManyNames", "max", MANAGER_NAMES_MAX);
         if (broker_n_pending(m, uid) + n > MANAGER_PENDING_PER_UID_MAX)
-                return reply_error_int(call, "io.modloadd.Manager.TooManyRequests", "max",
-                                       MANAGER_PENDING_PER_UID_MAX);
+                return reply_error_int(call, "io.modloadd.Manager.TooManyRequests", "max", MANAGER_PENDING_PER_UID_MAX);
         l = calloc(n + 1, sizeof(char *));
         if (!l)
                 return -ENOMEM;
@@ -207,16 +206,17 @@ static int method_load(VarlinkCall *call, json_object *params, void *userdata) {
         r = check_names(m, call, params, &names);
         if (r <= 0)
                 return r;
-        return broker_load(m, call, names,
-                           &(LoadRequest) {
-                                   .parameters = p ? json_object_get_string(p) : NULL,
-                                   .resolve_flags = (json_flag(params, "applyBlacklist") ? RESOLVE_APPLY_BLACKLIST : 0) |
-                                                    (json_flag(params, "ignoreInstall") ? RESOLVE_IGNORE_INSTALL : 0) |
-                                                    (json_flag(params, "firstTime") ? RESOLVE_FIRST_TIME : 0),
-                                   .load_flags = (json_flag(params, "forceVermagic") ? LOAD_FORCE_VERMAGIC : 0) |
-                                                 (json_flag(params, "forceModversion") ? LOAD_FORCE_MODVERSION : 0),
-                                   .dry_run = json_flag(params, "dryRun"),
-                           });
+        return broker_load(
+                m, call, names,
+                &(LoadRequest){
+                        .parameters = p ? json_object_get_string(p) : NULL,
+                        .resolve_flags = (json_flag(params, "applyBlacklist") ? RESOLVE_APPLY_BLACKLIST : 0) |
+                                         (json_flag(params, "ignoreInstall") ? RESOLVE_IGNORE_INSTALL : 0) |
+                                         (json_flag(params, "firstTime") ? RESOLVE_FIRST_TIME : 0),
+                        .load_flags = (json_flag(params, "forceVermagic") ? LOAD_FORCE_VERMAGIC : 0) |
+                                      (json_flag(params, "forceModversion") ? LOAD_FORCE_MODVERSION : 0),
+                        .dry_run = json_flag(params, "dryRun"),
+                });
 }
 
 static int method_unload(VarlinkCall *call, json_object *params, void *userdata) {
@@ -231,15 +231,16 @@ static int method_unload(VarlinkCall *call, json_object *params, void *userdata)
         r = check_names(m, call, params, &names);
         if (r <= 0)
                 return r;
-        return broker_unload(m, call, names,
-                             &(UnloadRequest) {
-                                     .resolve_flags = (json_flag(params, "removeHolders") ? RESOLVE_REMOVE_HOLDERS : 0) |
-                                                      (json_flag(params, "ignoreRemove") ? RESOLVE_IGNORE_INSTALL : 0) |
-                                                      (json_flag(params, "firstTime") ? RESOLVE_FIRST_TIME : 0),
-                                     .force = json_flag(params, "force"),
-                                     .wait_usec = (uint64_t) wait_ms * USEC_PER_MSEC,
-                                     .dry_run = json_flag(params, "dryRun"),
-                             });
+        return broker_unload(
+                m, call, names,
+                &(UnloadRequest){
+                        .resolve_flags = (json_flag(params, "removeHolders") ? RESOLVE_REMOVE_HOLDERS : 0) |
+                                         (json_flag(params, "ignoreRemove") ? RESOLVE_IGNORE_INSTALL : 0) |
+                                         (json_flag(params, "firstTime") ? RESOLVE_FIRST_TIME : 0),
+                        .force = json_flag(params, "force"),
+                        .wait_usec = (uint64_t) wait_ms * USEC_PER_MSEC,
+                        .dry_run = json_flag(params, "dryRun"),
+                });
 }
 
 /* --- Describe, List, Reload ------------------------------------------------ */
@@ -248,17 +249,18 @@ static json_object *step_to_json(const Step *s) {
         _cleanup_(json_object_putp) json_object *j = json_object_new_object();
         _cleanup_free_ char *cmd = NULL;
 
-        if (!j || json_add_string(j, "kind", s->kind == STEP_INSTALL ? "install"
-                                                 : s->kind == STEP_BUILTIN ? "builtin"
-                                                                           : "insmod") < 0 ||
+        if (!j ||
+            json_add_string(j, "kind",
+                            s->kind == STEP_INSTALL   ? "install"
+                            : s->kind == STEP_BUILTIN ? "builtin"
+                                                      : "insmod") < 0 ||
             json_add_string(j, "module", s->module) < 0)
                 return NULL;
         if (s->path && json_add_string(j, "path", s->path) < 0)
                 return NULL;
         if (!isempty(s->options) && json_add_string(j, "parameters", s->options) < 0)
                 return NULL;
-        if (s->kind == STEP_INSTALL &&
-            (step_expand_command(s, &cmd) < 0 || json_add_string(j, "command", cmd) < 0))
+        if (s->kind == STEP_INSTALL && (step_expand_command(s, &cmd) < 0 || json_add_string(j, "command", cmd) < 0))
                 return NULL;
         return TAKE_PTR(j);
 }
@@ -280,7 +282,7 @@ static int method_describe(VarlinkCall *call, json_object *params, void *userdat
 
         r = broker_resolve(m, name, p ? json_object_get_string(p) : NULL,
                            (json_flag(params, "applyBlacklist") ? RESOLVE_APPLY_BLACKLIST : 0) |
-                           (json_flag(params, "ignoreInstall") ? RESOLVE_IGNORE_INSTALL : 0),
+                                   (json_flag(params, "ignoreInstall") ? RESOLVE_IGNORE_INSTALL : 0),
                            &cp);
         if (r == -ENOMEM)
                 return r;
@@ -325,9 +327,10 @@ static json_object *proc_modules_line_to_json(char *line) {
         if (json_add_string(j, "name", name) < 0 || json_add_int(j, "size", strtoll(size, NULL, 10)) < 0 ||
             json_add_int(j, "refcount", streq(ref, "-") ? 0 : strtoll(ref, NULL, 10)) < 0 ||
             json_add(j, "holders", TAKE_PTR(holders)) < 0 ||
-            json_add_string(j, "state", streq(state, "Loading") ? "coming"
-                                      : streq(state, "Unloading") ? "going"
-                                                                  : "live") < 0)
+            json_add_string(j, "state",
+                            streq(state, "Loading")     ? "coming"
+                            : streq(state, "Unloading") ? "going"
+                                                        : "live") < 0)
                 return NULL;
         return TAKE_PTR(j);
 }
@@ -434,8 +437,8 @@ static void manager_on_connections(VarlinkServer *server, unsigned n, void *user
                 (void) sd_event_source_set_time_relative(m->idle_source, m->idle_timeout_usec);
                 (void) sd_event_source_set_enabled(m->idle_source, SD_EVENT_ONESHOT);
         } else
-                (void) sd_event_add_time_relative(m->event, &m->idle_source, CLOCK_MONOTONIC, m->idle_timeout_usec,
-                                                  0, manager_on_idle, m);
+                (void) sd_event_add_time_relative(m->event, &m->idle_source, CLOCK_MONOTONIC, m->idle_timeout_usec, 0,
+                                                  manager_on_idle, m);
 }
 
 void manager_work_done(Manager *m) {
@@ -499,7 +502,7 @@ int manager_new(Manager **ret, sd_event *event, const ManagerConfig *config) {
                 return r;
 
         r = varlink_server_new(&m->server, event,
-                               &(VarlinkServerInfo) {
+                               &(VarlinkServerInfo){
                                        .vendor = PACKAGE_NAME,
                                        .product = "modloadd",
                                        .version = PACKAGE_VERSION,

@@ -12,11 +12,11 @@
 #include "varlink.h"
 #include "workers.h"
 
-#define MANAGER_SUBSCRIBERS_MAX 64U
-#define MANAGER_NAMES_MAX 1024U                    /* names in one Load or Unload */
-#define MANAGER_PENDING_PER_UID_MAX 4096U          /* names of one UID being worked on */
-#define MANAGER_RESOLVE_CACHE_MAX 8192U            /* cached resolutions before the cache starts over */
-#define MANAGER_LOAD_TIMEOUT_USEC (60 * USEC_PER_SEC) /* a caller waits this long at most */
+#define MANAGER_SUBSCRIBERS_MAX     64U
+#define MANAGER_NAMES_MAX           1024U               /* names in one Load or Unload */
+#define MANAGER_PENDING_PER_UID_MAX 4096U               /* names of one UID being worked on */
+#define MANAGER_RESOLVE_CACHE_MAX   8192U               /* cached resolutions before the cache starts over */
+#define MANAGER_LOAD_TIMEOUT_USEC   (60 * USEC_PER_SEC) /* a caller waits this long at most */
 
 /* Counters reported by GetStatistics. */
 typedef struct ManagerStats {
@@ -53,8 +53,8 @@ typedef struct Manager {
         LoadPolicy policy;
         Workers *workers;
         unsigned n_workers;
-        Hashmap *jobs;        /* module name -> Job in flight */
-        Hashmap *plan_cache;  /* name + flags + parameters -> CachedPlan */
+        Hashmap *jobs;         /* module name -> Job in flight */
+        Hashmap *plan_cache;   /* name + flags + parameters -> CachedPlan */
         struct Batch *batches; /* calls being answered */
         unsigned n_batches;
         struct UidPending *uid_pending;
@@ -65,10 +65,10 @@ typedef struct Manager {
 } Manager;
 
 typedef struct ManagerConfig {
-        unsigned n_workers;          /* 0: online CPUs */
+        unsigned n_workers; /* 0: online CPUs */
         LoadPolicy policy;
-        uint64_t load_timeout_usec;  /* 0: MANAGER_LOAD_TIMEOUT_USEC */
-        const char *module_dir;      /* NULL: the running kernel's */
+        uint64_t load_timeout_usec; /* 0: MANAGER_LOAD_TIMEOUT_USEC */
+        const char *module_dir;     /* NULL: the running kernel's */
 } ManagerConfig;
 
 int manager_new(Manager **ret, sd_event *event, const ManagerConfig *config);

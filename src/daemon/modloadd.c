@@ -12,13 +12,13 @@
 #include "timeutil.h"
 
 #define IDLE_TIMEOUT_ACTIVATED_USEC (30 * USEC_PER_SEC)
-#define NOFILE_WANTED 16384U
+#define NOFILE_WANTED               16384U
 
 static const char *arg_listen = MODLOADD_SOCKET_PATH;
 static uint64_t arg_idle_timeout_usec = 0; /* 0: not given, pick the default */
-static unsigned arg_workers = 0;            /* 0: online CPUs */
+static unsigned arg_workers = 0;           /* 0: online CPUs */
 static LoadPolicy arg_policy = LOAD_POLICY_AUTO;
-static uint64_t arg_load_timeout_usec = 0;  /* 0: the built-in default */
+static uint64_t arg_load_timeout_usec = 0; /* 0: the built-in default */
 static const char *arg_module_dir = NULL;
 
 static void help(void) {
@@ -161,7 +161,7 @@ static int run(int argc, char *argv[]) {
         /* libkmod would print its own complaints while parsing modprobe.d; ours go to the journal. */
         (void) setenv("KMOD_LOG", "0", false);
         r = manager_new(&m, event,
-                        &(ManagerConfig) {
+                        &(ManagerConfig){
                                 .n_workers = arg_workers,
                                 .policy = arg_policy,
                                 .load_timeout_usec = arg_load_timeout_usec,

@@ -14,8 +14,8 @@
 
 typedef struct WorkItem WorkItem;
 struct WorkItem {
-        void (*run)(WorkItem *w);   /* in a worker thread */
-        void (*done)(WorkItem *w);  /* back on the event loop */
+        void (*run)(WorkItem *w);  /* in a worker thread */
+        void (*done)(WorkItem *w); /* back on the event loop */
         WorkItem *next;
 };
 

@@ -17,12 +17,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         size_t done = 0;
 
         if (sd_event_new(&e) < 0 || manager_new(&m, e,
-                                                  &(ManagerConfig) {
-                                                          .n_workers = 1,
-                                                          /* No module tree: a fuzzed Load resolves nothing and
-                                                           * never reaches the kernel. */
-                                                          .module_dir = "/nonexistent/modloadd-fuzz",
-                                                  }) < 0)
+                                                &(ManagerConfig){
+                                                        .n_workers = 1,
+                                                        /* No module tree: a fuzzed Load resolves nothing and
+                                                         * never reaches the kernel. */
+                                                        .module_dir = "/nonexistent/modloadd-fuzz",
+                                                }) < 0)
                 abort();
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) < 0)
                 abort();

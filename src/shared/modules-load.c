@@ -13,12 +13,8 @@
 #include "strv.h"
 
 const char *const modules_load_dirs[] = {
-        "/etc/modules-load.d",
-        "/run/modules-load.d",
-        "/usr/local/lib/modules-load.d",
-        "/usr/lib/modules-load.d",
-        "/lib/modules-load.d",
-        NULL,
+        "/etc/modules-load.d",     "/run/modules-load.d", "/usr/local/lib/modules-load.d",
+        "/usr/lib/modules-load.d", "/lib/modules-load.d", NULL,
 };
 
 static int extend_unique(char ***names, const char *name, size_t len) {

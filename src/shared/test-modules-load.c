@@ -82,15 +82,16 @@ int main(void) {
                 check(modules_load_read(fh, &names) >= 0);
                 fclose(fh);
         }
-        check(strv_equal_to(names, (const char *const[]) { "veth", "dummy", "loop", "nbd", NULL }));
+        check(strv_equal_to(names, (const char *const[]){ "veth", "dummy", "loop", "nbd", NULL }));
         strv_free(names);
         strv_free(files);
 
-        names = from_cmdline("quiet modules_load=a,b,,c modules-load=\"d,a\" rd.modules_load=e x=modules_load=f", false);
-        check(strv_equal_to(names, (const char *const[]) { "a", "b", "c", "d", NULL }));
+        names = from_cmdline("quiet modules_load=a,b,,c modules-load=\"d,a\" rd.modules_load=e x=modules_load=f",
+                             false);
+        check(strv_equal_to(names, (const char *const[]){ "a", "b", "c", "d", NULL }));
         strv_free(names);
         names = from_cmdline("rd.modules-load=e,f 'modules_load=g h'", true);
-        check(strv_equal_to(names, (const char *const[]) { "e", "f", "g h", NULL }));
+        check(strv_equal_to(names, (const char *const[]){ "e", "f", "g h", NULL }));
         strv_free(names);
         names = from_cmdline("", false);
         check(strv_length(names) == 0);

@@ -9,58 +9,56 @@
 #include "varlink-idl.h"
 
 /* Unlike assert(), this stays active under NDEBUG. */
-#define check_at(expr, line)                                                                              \
-        do {                                                                                              \
-                if (!(expr)) {                                                                            \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, (int) (line), #expr);      \
-                        abort();                                                                          \
-                }                                                                                         \
+#define check_at(expr, line)                                                                         \
+        do {                                                                                         \
+                if (!(expr)) {                                                                       \
+                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, (int) (line), #expr); \
+                        abort();                                                                     \
+                }                                                                                    \
         } while (0)
 #define check(expr) check_at(expr, __LINE__)
 
-static const char service_text[] =
-        "# The service interface every varlink service provides.\n"
-        "interface org.varlink.service\n"
-        "\n"
-        "# Information about the service and the interfaces it serves.\n"
-        "method GetInfo() -> (\n"
-        "  vendor: string,\n"
-        "  product: string,\n"
-        "  version: string,\n"
-        "  url: string,\n"
-        "  interfaces: []string\n"
-        ")\n"
-        "\n"
-        "# The description of one interface.\n"
-        "method GetInterfaceDescription(interface: string) -> (description: string)\n"
-        "\n"
-        "error InterfaceNotFound (interface: string)\n"
-        "error MethodNotFound (method: string)\n"
-        "error MethodNotImplemented (method: string)\n"
-        "error InvalidParameter (parameter: string)\n"
-        "error PermissionDenied ()\n"
-        "error ExpectedMore ()\n";
+static const char service_text[] = "# The service interface every varlink service provides.\n"
+                                   "interface org.varlink.service\n"
+                                   "\n"
+                                   "# Information about the service and the interfaces it serves.\n"
+                                   "method GetInfo() -> (\n"
+                                   "  vendor: string,\n"
+                                   "  product: string,\n"
+                                   "  version: string,\n"
+                                   "  url: string,\n"
+                                   "  interfaces: []string\n"
+                                   ")\n"
+                                   "\n"
+                                   "# The description of one interface.\n"
+                                   "method GetInterfaceDescription(interface: string) -> (description: string)\n"
+                                   "\n"
+                                   "error InterfaceNotFound (interface: string)\n"
+                                   "error MethodNotFound (method: string)\n"
+                                   "error MethodNotImplemented (method: string)\n"
+                                   "error InvalidParameter (parameter: string)\n"
+                                   "error PermissionDenied ()\n"
+                                   "error ExpectedMore ()\n";
 
 /* An interface exercising what the real ones do not: floats, maps, inline
  * and nested structs, types used before they are declared, recursion. */
-static const char example_text[] =
-        "interface org.example-1.test2\n"
-        "method Shapes(\n"
-        "  f: float,\n"
-        "  pt: ?Point,               # declared below\n"
-        "  color: ?(red, green, blue),\n"
-        "  counts: ?[string]int,\n"
-        "  tags: ?[string]?[]string,\n"
-        "  points: ?[]Point,\n"
-        "  inline: ?(a: int, b: ?(c: bool)),\n"
-        "  any: ?object,\n"
-        "  list: ?Node\n"
-        ") -> ()\n"
-        "method Optional(a: ?int, b: ?string) -> (c: ?bool)\n"
-        "type Point (x: float, y: float, label_2: ?string)\n"
-        "type Node (value: int, next: ?Node)\n"
-        "type Empty ()\n"
-        "error Bad (why: ?Empty)\n";
+static const char example_text[] = "interface org.example-1.test2\n"
+                                   "method Shapes(\n"
+                                   "  f: float,\n"
+                                   "  pt: ?Point,               # declared below\n"
+                                   "  color: ?(red, green, blue),\n"
+                                   "  counts: ?[string]int,\n"
+                                   "  tags: ?[string]?[]string,\n"
+                                   "  points: ?[]Point,\n"
+                                   "  inline: ?(a: int, b: ?(c: bool)),\n"
+                                   "  any: ?object,\n"
+                                   "  list: ?Node\n"
+                                   ") -> ()\n"
+                                   "method Optional(a: ?int, b: ?string) -> (c: ?bool)\n"
+                                   "type Point (x: float, y: float, label_2: ?string)\n"
+                                   "type Node (value: int, next: ?Node)\n"
+                                   "type Empty ()\n"
+                                   "error Bad (why: ?Empty)\n";
 
 static char *read_text(const char *path) {
         FILE *f;
@@ -115,8 +113,8 @@ static void parse_bad_at(const char *text, unsigned expected_line, int line) {
 
         r = varlink_idl_parse(text, &iface, &l, &c);
         if (r != -EBADMSG || l != expected_line)
-                fprintf(stderr, "Parse of \"%s\" gave %d at %u:%u, expected -EBADMSG at line %u\n", text, r, l,
-                        c, expected_line);
+                fprintf(stderr, "Parse of \"%s\" gave %d at %u:%u, expected -EBADMSG at line %u\n", text, r, l, c,
+                        expected_line);
         check_at(r == -EBADMSG, line);
         check_at(!iface, line);
         check_at(l == expected_line, line);
@@ -175,9 +173,9 @@ static void method_at(const VarlinkIdlInterface *iface, const char *method, int 
 
         json_object_put(o);
 }
-#define input_ok(iface, method, json) method_at(iface, method, INPUT, json, 0, NULL, __LINE__)
-#define input_bad(iface, method, json, field) method_at(iface, method, INPUT, json, -EINVAL, field, __LINE__)
-#define output_ok(iface, method, json) method_at(iface, method, OUTPUT, json, 0, NULL, __LINE__)
+#define input_ok(iface, method, json)          method_at(iface, method, INPUT, json, 0, NULL, __LINE__)
+#define input_bad(iface, method, json, field)  method_at(iface, method, INPUT, json, -EINVAL, field, __LINE__)
+#define output_ok(iface, method, json)         method_at(iface, method, OUTPUT, json, 0, NULL, __LINE__)
 #define output_bad(iface, method, json, field) method_at(iface, method, OUTPUT, json, -EINVAL, field, __LINE__)
 
 static void error_at(const VarlinkIdlInterface *iface, const char *error, const char *json, int expected,
@@ -265,7 +263,7 @@ static void test_manager(const char *path) {
                 check(varlink_idl_interface_find_method(iface, methods[i]) == varlink_idl_interface_method(iface, i));
                 check(streq(varlink_idl_method_name(varlink_idl_interface_method(iface, i)), methods[i]));
         }
-        check(!varlink_idl_interface_find_method(iface, "Outcome"));   /* a type, not a method */
+        check(!varlink_idl_interface_find_method(iface, "Outcome")); /* a type, not a method */
         check(!varlink_idl_interface_find_method(iface, "load"));
         check(!varlink_idl_interface_find_method(iface, "io.modloadd.Manager.Load"));
         check(varlink_idl_interface_has_error(iface, "InvalidName"));
@@ -339,8 +337,8 @@ static void test_manager(const char *path) {
                    "{\"outcomes\": [{\"name\": \"a\", \"modules\": [], \"result\": \"live\", \"shared\": false,"
                    " \"extra\": 1}]}",
                    "outcomes");
-        output_bad(iface, "Load",
-                   "{\"outcomes\": [{\"name\": \"a\", \"modules\": [], \"result\": \"live\"}]}", "outcomes");
+        output_bad(iface, "Load", "{\"outcomes\": [{\"name\": \"a\", \"modules\": [], \"result\": \"live\"}]}",
+                   "outcomes");
         output_bad(iface, "Load", "{\"outcomes\": [null]}", "outcomes");
         output_bad(iface, "Load", "{\"outcomes\": {}}", "outcomes");
         output_ok(iface, "Describe",
@@ -361,8 +359,9 @@ static void test_manager(const char *path) {
                    "modules");
         output_ok(iface, "Monitor", NULL);
         output_ok(iface, "Monitor", "{\"ready\": true}");
-        output_ok(iface, "Monitor", "{\"event\": {\"kind\": \"call\", \"method\": \"io.modloadd.Manager.Load\","
-                                    " \"uid\": 0, \"pid\": 1}}");
+        output_ok(iface, "Monitor",
+                  "{\"event\": {\"kind\": \"call\", \"method\": \"io.modloadd.Manager.Load\","
+                  " \"uid\": 0, \"pid\": 1}}");
         output_bad(iface, "Monitor", "{\"event\": {\"kind\": 1}}", "event");
         output_bad(iface, "Monitor", "{\"event\": {\"kind\": \"call\", \"gid\": 0}}", "event");
         output_bad(iface, "Monitor", "{\"ready\": true, \"event\": {\"kind\": \"call\", \"uid\": \"0\"}}", "event");
@@ -742,8 +741,7 @@ int main(int argc, char *argv[]) {
 
         path = argc >= 2 ? argv[1] : getenv("MODLOADD_IDL_FILE");
         if (!path) {
-                fprintf(stderr, "Usage: %s PATH-TO-io.modloadd.Manager.varlink (or set MODLOADD_IDL_FILE)\n",
-                        argv[0]);
+                fprintf(stderr, "Usage: %s PATH-TO-io.modloadd.Manager.varlink (or set MODLOADD_IDL_FILE)\n", argv[0]);
                 return EXIT_FAILURE;
         }
 

@@ -20,15 +20,14 @@
                 }                                                                                \
         } while (0)
 
-static const char test_interface[] =
-        "# A test interface.\n"
-        "interface org.example.test\n"
-        "method Echo(text: string, n: ?int) -> (text: string)\n"
-        "method Count(upto: int) -> (i: int)\n"
-        "method Later() -> ()\n"
-        "method Fail() -> ()\n"
-        "method Missing() -> ()\n"
-        "method Root() -> ()\n";
+static const char test_interface[] = "# A test interface.\n"
+                                     "interface org.example.test\n"
+                                     "method Echo(text: string, n: ?int) -> (text: string)\n"
+                                     "method Count(upto: int) -> (i: int)\n"
+                                     "method Later() -> ()\n"
+                                     "method Fail() -> ()\n"
+                                     "method Missing() -> ()\n"
+                                     "method Root() -> ()\n";
 
 static VarlinkCall *later_call;
 
@@ -80,14 +79,15 @@ static void on_connections(VarlinkServer *s, unsigned n, void *userdata) {
 
 static _noreturn_ void run_server(int fd) {
         static const VarlinkMethod methods[] = {
-                { "Echo", method_echo, 0 },  { "Count", method_count, 0 }, { "Later", method_later, 0 },
-                { "Fail", method_fail, 0 },  { "Missing", NULL, 0 },       { "Root", method_root, VARLINK_METHOD_ROOT_ONLY },
+                { "Echo", method_echo, 0 },   { "Count", method_count, 0 },
+                { "Later", method_later, 0 }, { "Fail", method_fail, 0 },
+                { "Missing", NULL, 0 },       { "Root", method_root, VARLINK_METHOD_ROOT_ONLY },
         };
         VarlinkServer *s = NULL;
         sd_event *e = NULL;
 
         check(sd_event_new(&e) >= 0);
-        check(varlink_server_new(&s, e, &(VarlinkServerInfo) { "v", "p", "1", "u" }) == 0);
+        check(varlink_server_new(&s, e, &(VarlinkServerInfo){ "v", "p", "1", "u" }) == 0);
         check(varlink_server_add_interface(s, test_interface, methods, ELEMENTSOF(methods), e) == 0);
         /* The table must match the description. */
         check(varlink_server_add_interface(s, test_interface, methods, 2, e) < 0);

@@ -37,8 +37,7 @@ struct VarlinkClient {
 
 static uint64_t deadline_from_timeout(uint64_t timeout_usec) {
         uint64_t now = now_usec(CLOCK_MONOTONIC);
-        return timeout_usec == USEC_INFINITY || timeout_usec > USEC_INFINITY - now ? USEC_INFINITY
-                                                                                   : now + timeout_usec;
+        return timeout_usec == USEC_INFINITY || timeout_usec > USEC_INFINITY - now ? USEC_INFINITY : now + timeout_usec;
 }
 
 /* Wait for events on fd until deadline. Returns > 0 when ready, -ETIMEDOUT. */
@@ -105,7 +104,7 @@ int varlink_client_connect(VarlinkClient **ret, const char *address, uint64_t ti
                 /* The listener's backlog is full: try again until the deadline. */
                 if (deadline != USEC_INFINITY && now_usec(CLOCK_MONOTONIC) >= deadline)
                         return -ETIMEDOUT;
-                (void) nanosleep(&(struct timespec) { .tv_nsec = 5 * 1000 * 1000 }, NULL);
+                (void) nanosleep(&(struct timespec){ .tv_nsec = 5 * 1000 * 1000 }, NULL);
         }
 
         r = varlink_client_new_from_fd(ret, fd);
@@ -208,8 +207,8 @@ static int client_parse(VarlinkClient *c, size_t len, json_object **ret_paramete
         return 0;
 }
 
-int varlink_client_read_reply(VarlinkClient *c, uint64_t timeout_usec, json_object **ret_parameters,
-                              char **ret_error, bool *ret_continues) {
+int varlink_client_read_reply(VarlinkClient *c, uint64_t timeout_usec, json_object **ret_parameters, char **ret_error,
+                              bool *ret_continues) {
         uint64_t deadline = deadline_from_timeout(timeout_usec);
         size_t scanned = 0;
         int r;
@@ -262,6 +261,9 @@ int varlink_client_call(VarlinkClient *c, const char *method, json_object *param
         if (r < 0)
                 return r;
         uint64_t now = now_usec(CLOCK_MONOTONIC);
-        return varlink_client_read_reply(c, deadline == USEC_INFINITY ? USEC_INFINITY : deadline > now ? deadline - now : 0,
+        return varlink_client_read_reply(c,
+                                         deadline == USEC_INFINITY ? USEC_INFINITY
+                                         : deadline > now          ? deadline - now
+                                                                   : 0,
                                          ret_parameters, ret_error, NULL);
 }

@@ -33,8 +33,8 @@ int varlink_client_send(VarlinkClient *c, const char *method, json_object *param
 /* Read the next reply. On success the caller owns *ret_parameters (never NULL)
  * and *ret_error (NULL unless the reply is an error). -ETIMEDOUT, -ECONNRESET
  * (the server closed the connection), -EBADMSG, -EMSGSIZE on failure. */
-int varlink_client_read_reply(VarlinkClient *c, uint64_t timeout_usec, json_object **ret_parameters,
-                              char **ret_error, bool *ret_continues);
+int varlink_client_read_reply(VarlinkClient *c, uint64_t timeout_usec, json_object **ret_parameters, char **ret_error,
+                              bool *ret_continues);
 /* Send one call and read its single reply. */
 int varlink_client_call(VarlinkClient *c, const char *method, json_object *parameters, uint64_t timeout_usec,
                         json_object **ret_parameters, char **ret_error);

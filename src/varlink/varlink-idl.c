@@ -14,7 +14,7 @@ typedef enum IdlKind {
         IDL_FLOAT,
         IDL_STRING,
         IDL_OBJECT,
-        IDL_NAMED,      /* a reference to a "type" member, resolved after parsing */
+        IDL_NAMED, /* a reference to a "type" member, resolved after parsing */
         IDL_STRUCT,
         IDL_ENUM,
         IDL_ARRAY,
@@ -225,7 +225,7 @@ static bool interface_name_is_valid(const char *s, size_t n) {
 
 typedef struct Parser {
         const char *p;
-        unsigned line, column;          /* of *p, 1-based */
+        unsigned line, column; /* of *p, 1-based */
         unsigned error_line, error_column;
 } Parser;
 
@@ -293,7 +293,7 @@ static int parser_word(Parser *P, bool dotted, Token *ret) {
         Token t;
 
         parser_skip(P);
-        t = (Token) {
+        t = (Token){
                 .s = P->p,
                 .line = P->line,
                 .column = P->column,
@@ -391,7 +391,7 @@ static int parse_struct_or_enum(Parser *P, unsigned depth, bool allow_enum, IdlT
                 if (!fields)
                         return -ENOMEM;
                 t->fields = fields;
-                t->fields[t->n_fields++] = (IdlField) {
+                t->fields[t->n_fields++] = (IdlField){
                         .name = TAKE_PTR(name),
                         .type = TAKE_PTR(field_type),
                 };
@@ -459,11 +459,8 @@ static int parse_type(Parser *P, unsigned depth, IdlType **ret) {
                         const char *word;
                         IdlKind kind;
                 } builtins[] = {
-                        { "bool",   IDL_BOOL   },
-                        { "int",    IDL_INT    },
-                        { "float",  IDL_FLOAT  },
-                        { "string", IDL_STRING },
-                        { "object", IDL_OBJECT },
+                        { "bool", IDL_BOOL },     { "int", IDL_INT },       { "float", IDL_FLOAT },
+                        { "string", IDL_STRING }, { "object", IDL_OBJECT },
                 };
                 Token tok;
 
@@ -496,8 +493,7 @@ static int parse_type(Parser *P, unsigned depth, IdlType **ret) {
 }
 
 static bool interface_has_member(const VarlinkIdlInterface *iface, const Token *name) {
-        if (fields_contain(iface->types, iface->n_types, name) ||
-            fields_contain(iface->errors, iface->n_errors, name))
+        if (fields_contain(iface->types, iface->n_types, name) || fields_contain(iface->errors, iface->n_errors, name))
                 return true;
 
         for (size_t i = 0; i < iface->n_methods; i++)
@@ -591,7 +587,7 @@ static int parse_named_member(Parser *P, bool allow_enum, const Token *name, Idl
         if (!a)
                 return -ENOMEM;
         *array = a;
-        a[(*n)++] = (IdlField) {
+        a[(*n)++] = (IdlField){
                 .name = TAKE_PTR(s),
                 .type = TAKE_PTR(t),
         };
@@ -632,7 +628,7 @@ static int parse_method(Parser *P, VarlinkIdlInterface *iface, const Token *name
         if (!a)
                 return -ENOMEM;
         iface->methods = a;
-        iface->methods[iface->n_methods++] = (VarlinkIdlMethod) {
+        iface->methods[iface->n_methods++] = (VarlinkIdlMethod){
                 .name = TAKE_PTR(s),
                 .input = TAKE_PTR(input),
                 .output = TAKE_PTR(output),
@@ -713,7 +709,7 @@ int varlink_idl_parse(const char *text, VarlinkIdlInterface **ret, unsigned *ret
         if (!iface)
                 return -ENOMEM;
 
-        P = (Parser) {
+        P = (Parser){
                 .p = text,
                 .line = 1,
                 .column = 1,
@@ -801,8 +797,7 @@ static int validate_value(const IdlType *t, json_object *v, unsigned depth) {
                 return json_object_is_type(v, json_type_int) ? 0 : -EINVAL;
 
         case IDL_FLOAT:
-                return json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double) ? 0
-                                                                                                          : -EINVAL;
+                return json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double) ? 0 : -EINVAL;
 
         case IDL_STRING:
                 return json_object_is_type(v, json_type_string) ? 0 : -EINVAL;
@@ -852,8 +847,7 @@ static int validate_value(const IdlType *t, json_object *v, unsigned depth) {
                         return -EINVAL;
 
                 end = json_object_iter_end(v);
-                for (it = json_object_iter_begin(v); !json_object_iter_equal(&it, &end);
-                     json_object_iter_next(&it)) {
+                for (it = json_object_iter_begin(v); !json_object_iter_equal(&it, &end); json_object_iter_next(&it)) {
                         int r;
 
                         r = validate_value(t->element, json_object_iter_peek_value(&it), depth + 1);

@@ -13,8 +13,8 @@
 #include "varlink-service.h"
 #include "varlink.h"
 
-#define READ_CHUNK_SIZE (64U * 1024U)
-#define ACCEPT_BURST_MAX 64U
+#define READ_CHUNK_SIZE   (64U * 1024U)
+#define ACCEPT_BURST_MAX  64U
 #define ACCEPT_RETRY_USEC (100 * USEC_PER_MSEC)
 
 typedef struct Interface {
@@ -99,7 +99,6 @@ struct VarlinkCall {
 static void connection_close(VarlinkConnection *c);
 static void connection_schedule(VarlinkConnection *c);
 
-
 /* --- connections --------------------------------------------------------- */
 
 static UidCount *server_uid_count(VarlinkServer *s, uid_t uid, bool create) {
@@ -113,7 +112,7 @@ static UidCount *server_uid_count(VarlinkServer *s, uid_t uid, bool create) {
         if (!n)
                 return NULL;
         s->uids = n;
-        s->uids[s->n_uids] = (UidCount) { .uid = uid };
+        s->uids[s->n_uids] = (UidCount){ .uid = uid };
         return &s->uids[s->n_uids++];
 }
 
@@ -434,8 +433,8 @@ static int connection_dispatch(VarlinkConnection *c, json_object *message) {
                 return -EBADMSG;
         if (!json_object_object_get_ex(message, "method", &m) || !json_object_is_type(m, json_type_string))
                 return -EBADMSG;
-        if (json_object_object_get_ex(message, "parameters", &params) &&
-            !json_object_is_type(params, json_type_null) && !json_object_is_type(params, json_type_object))
+        if (json_object_object_get_ex(message, "parameters", &params) && !json_object_is_type(params, json_type_null) &&
+            !json_object_is_type(params, json_type_object))
                 return -EBADMSG;
         if (json_get_flag(message, "more", &more) < 0 || json_get_flag(message, "oneway", &oneway) < 0 ||
             json_get_flag(message, "upgrade", &upgrade) < 0)
@@ -658,7 +657,7 @@ int varlink_server_add_connection(VarlinkServer *s, int fd) {
         if (flags < 0 || fcntl(cfd, F_SETFL, flags | O_NONBLOCK) < 0)
                 return -errno;
         if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &l) < 0 || l != sizeof(cred))
-                cred = (struct ucred) { .uid = (uid_t) -1 };
+                cred = (struct ucred){ .uid = (uid_t) -1 };
 
         if (s->n_connections >= VARLINK_CONNECTIONS_MAX) {
                 s->stats.connections_refused++;
@@ -847,8 +846,8 @@ static int method_get_info(VarlinkCall *call, json_object *parameters, void *use
         if (!p || !ifaces)
                 return -ENOMEM;
         for (size_t i = 0; i < s->n_interfaces; i++)
-                if (json_object_array_add(ifaces, json_object_new_string(varlink_idl_interface_name(
-                                                          s->interfaces[i].idl))) < 0)
+                if (json_object_array_add(ifaces,
+                                          json_object_new_string(varlink_idl_interface_name(s->interfaces[i].idl))) < 0)
                         return -ENOMEM;
 
         if (json_object_object_add(p, "vendor", json_object_new_string(s->info.vendor)) < 0 ||
@@ -899,7 +898,7 @@ int varlink_server_add_interface(VarlinkServer *s, const char *description, cons
         if (!n)
                 return -ENOMEM;
         s->interfaces = n;
-        s->interfaces[s->n_interfaces++] = (Interface) {
+        s->interfaces[s->n_interfaces++] = (Interface){
                 .idl = TAKE_PTR(idl),
                 .description = description,
                 .methods = methods,
@@ -919,8 +918,7 @@ int varlink_server_new(VarlinkServer **ret, sd_event *event, const VarlinkServer
         s->event = sd_event_ref(event);
         s->info = *info;
 
-        r = varlink_server_add_interface(s, varlink_service_interface, service_methods, ELEMENTSOF(service_methods),
-                                         s);
+        r = varlink_server_add_interface(s, varlink_service_interface, service_methods, ELEMENTSOF(service_methods), s);
         if (r < 0)
                 return r;
 

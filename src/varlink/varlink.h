@@ -22,12 +22,12 @@
 #include "varlink-address.h"
 #include "varlink-limits.h"
 
-#define VARLINK_ERROR_INTERFACE_NOT_FOUND "org.varlink.service.InterfaceNotFound"
-#define VARLINK_ERROR_METHOD_NOT_FOUND "org.varlink.service.MethodNotFound"
+#define VARLINK_ERROR_INTERFACE_NOT_FOUND    "org.varlink.service.InterfaceNotFound"
+#define VARLINK_ERROR_METHOD_NOT_FOUND       "org.varlink.service.MethodNotFound"
 #define VARLINK_ERROR_METHOD_NOT_IMPLEMENTED "org.varlink.service.MethodNotImplemented"
-#define VARLINK_ERROR_INVALID_PARAMETER "org.varlink.service.InvalidParameter"
-#define VARLINK_ERROR_PERMISSION_DENIED "org.varlink.service.PermissionDenied"
-#define VARLINK_ERROR_EXPECTED_MORE "org.varlink.service.ExpectedMore"
+#define VARLINK_ERROR_INVALID_PARAMETER      "org.varlink.service.InvalidParameter"
+#define VARLINK_ERROR_PERMISSION_DENIED      "org.varlink.service.PermissionDenied"
+#define VARLINK_ERROR_EXPECTED_MORE          "org.varlink.service.ExpectedMore"
 
 typedef struct VarlinkServer VarlinkServer;
 typedef struct VarlinkConnection VarlinkConnection;
@@ -45,13 +45,13 @@ typedef void (*VarlinkDisconnectFunc)(VarlinkCall *call, void *userdata);
 typedef void (*VarlinkConnectionsFunc)(VarlinkServer *server, unsigned n_connections, void *userdata);
 
 typedef enum VarlinkMethodFlags {
-        VARLINK_METHOD_ROOT_ONLY = 1 << 0,      /* others get PermissionDenied */
-        VARLINK_METHOD_REQUIRES_MORE = 1 << 1,  /* a call without "more" gets ExpectedMore */
+        VARLINK_METHOD_ROOT_ONLY = 1 << 0,     /* others get PermissionDenied */
+        VARLINK_METHOD_REQUIRES_MORE = 1 << 1, /* a call without "more" gets ExpectedMore */
 } VarlinkMethodFlags;
 
 typedef struct VarlinkMethod {
-        const char *name;               /* short name, as in the interface description */
-        VarlinkMethodFunc func;         /* NULL: answered with MethodNotImplemented */
+        const char *name;       /* short name, as in the interface description */
+        VarlinkMethodFunc func; /* NULL: answered with MethodNotImplemented */
         VarlinkMethodFlags flags;
 } VarlinkMethod;
 
@@ -60,10 +60,10 @@ typedef struct VarlinkServerInfo {
 } VarlinkServerInfo;
 
 typedef struct VarlinkServerStats {
-        uint64_t connections_total;     /* accepted since start */
-        uint64_t connections_refused;   /* closed at once: over a connection limit */
-        uint64_t calls;                 /* method calls received (oneway included) */
-        uint64_t protocol_errors;       /* connections dropped for a protocol violation */
+        uint64_t connections_total;   /* accepted since start */
+        uint64_t connections_refused; /* closed at once: over a connection limit */
+        uint64_t calls;               /* method calls received (oneway included) */
+        uint64_t protocol_errors;     /* connections dropped for a protocol violation */
 } VarlinkServerStats;
 
 int varlink_server_new(VarlinkServer **ret, sd_event *event, const VarlinkServerInfo *info);
@@ -99,15 +99,14 @@ VarlinkCall *varlink_call_ref(VarlinkCall *call);
 VarlinkCall *varlink_call_unref(VarlinkCall *call);
 DEFINE_TRIVIAL_CLEANUP_FUNC(VarlinkCall *, varlink_call_unref);
 
-const char *varlink_call_method(const VarlinkCall *call);  /* full name */
+const char *varlink_call_method(const VarlinkCall *call); /* full name */
 bool varlink_call_wants_more(const VarlinkCall *call);
 bool varlink_call_is_oneway(const VarlinkCall *call);
 bool varlink_call_is_connected(const VarlinkCall *call);
 bool varlink_call_is_done(const VarlinkCall *call);
-uid_t varlink_call_peer_uid(const VarlinkCall *call);      /* (uid_t) -1 when unknown */
-pid_t varlink_call_peer_pid(const VarlinkCall *call);      /* 0 when unknown */
+uid_t varlink_call_peer_uid(const VarlinkCall *call); /* (uid_t) -1 when unknown */
+pid_t varlink_call_peer_pid(const VarlinkCall *call); /* 0 when unknown */
 void varlink_call_set_disconnect_callback(VarlinkCall *call, VarlinkDisconnectFunc func, void *userdata);
-
 
 /* Bind and listen on a socket path ("PATH" or "unix:PATH"), creating the
  * parent directory (0755) and chmod'ing the socket to mode. A stale socket

@@ -160,7 +160,9 @@ static long fake_finit(int fd, const char *params, int flags) {
         record_params(name, params);
         r = do_insert(name, head, n < 0 ? 0 : (size_t) n);
         record("finit %s %d %lld %s %s", name, flags, (long long) st.st_size,
-               (flags & 4) ? "compressed" : (r == 0 || errno == EEXIST) ? "elf" : "other",
+               (flags & 4)                   ? "compressed"
+               : (r == 0 || errno == EEXIST) ? "elf"
+                                             : "other",
                r == 0 ? "ok" : strerrorname_np(errno));
         return r;
 }
