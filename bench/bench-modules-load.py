@@ -105,6 +105,7 @@ for r in $(seq %(rounds)d); do
         for tool in $order; do
                 unload_new
                 kv "run.$tool.$r" "$(run_tool $tool)"
+                kv "state.$tool.$r" "daemon_fds=$(ls /proc/$PID/fd | wc -l) daemon_rss_kb=$(awk '/^VmRSS/ {print $2}' /proc/$PID/status) mem_available_kb=$(awk '/^MemAvailable/ {print $2}' /proc/meminfo) loadavg=$(cut -d' ' -f1 /proc/loadavg)"
         done
 done
 block out_sml cat /run/out.sml
@@ -193,6 +194,7 @@ def main(argv=None):
     img.add_modules()
     img.add_data(LIST_PATH, "".join(m + "\n" for m in MODULES))
     img.add_scenario(GUEST % {"list": LIST_PATH, "rounds": a.rounds})
+    load0 = os.getloadavg()
     res = img.boot(timeout=a.timeout, log=a.log or os.path.join(workdir, "console.log"),
                    echo=a.verbose, smp=a.smp)
     kv, blocks = sysimage.parse(res.output)
@@ -228,6 +230,11 @@ def main(argv=None):
           "kernel %s, xz modules, TCG -smp %d; boot %.0f s, VM %.0f s"
           % (len(MODULES), "/".join(str(x) for x in sorted(set().union(*mods.values()))),
              img.kernel.kver, a.smp, res.boot_seconds or 0, res.seconds))
+    print("host load average before/after: %s / %s"
+          % (" ".join("%.2f" % x for x in load0), " ".join("%.2f" % x for x in os.getloadavg())))
+    for k in sorted(kv):
+        if k.startswith("state."):
+            print("  guest after %-10s %s" % (k[6:], kv[k]))
     if kv.get("unload_left"):
         print("WARNING: not unloaded between runs: %s" % kv["unload_left"])
     print()

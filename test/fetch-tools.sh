@@ -8,7 +8,7 @@
 set -eu
 cache=${1:-${MODLOADD_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/modloadd-test}}
 root=$cache/trixie-root
-stamp=$root/.complete-v1
+stamp=$root/.complete-v2
 if [ -f "$stamp" ]; then
         echo "$cache"
         exit 0
@@ -29,7 +29,7 @@ apt-get "$@" -q update >&2
 pkgs="systemd libsystemd-shared libsystemd0 libc6 libcap2 libacl1 libcrypt1 libmount1 libblkid1
       libselinux1 libseccomp2 libpcre2-8-0 libaudit1 libcap-ng0 libssl3t64 libzstd1 liblzma5
       libgcrypt20 libgpg-error0 liblz4-1 libkmod2 libapparmor1 libattr1 libip4tc2
-      python3-varlink kmod"
+      libpam0g zlib1g python3-varlink kmod"
 (cd "$apt_dir/debs" && apt-get "$@" -q download $pkgs >&2)
 rm -rf "$root"
 mkdir -p "$root"

@@ -5,7 +5,7 @@ set -eu
 pkgs="meson ninja-build pkg-config gcc clang libclang-rt-14-dev
       libsystemd-dev libkmod-dev libzstd-dev liblzma-dev zlib1g-dev libjson-c-dev
       scdoc gettext valgrind python3 systemd kmod
-      qemu-system-x86 busybox-static cpio xz-utils zstd strace
+      qemu-system-x86 busybox-static cpio xz-utils zstd strace debootstrap util-linux
       debian-archive-keyring ca-certificates"
 missing=""
 for p in $pkgs; do

@@ -231,9 +231,12 @@ static void print_outcomes_table(const Outcome *outcomes, size_t n) {
 }
 
 /* With --quiet, what udev asks for constantly is no failure: a modalias without a module,
- * or a blacklisted one. */
+ * a blacklisted one, or a driver whose device is not there. */
 static bool outcome_counts_as_failure(const Outcome *o) {
         if (arg_quiet && IN_SET(o->result, OUTCOME_NOT_FOUND, OUTCOME_BLACKLISTED))
+                return false;
+        /* A driver for a device that is not there: udev's own loader keeps quiet about it too. */
+        if (arg_quiet && o->result == OUTCOME_FAILED && IN_SET(o->error, -ENODEV, -ENXIO))
                 return false;
         return !outcome_result_is_success(o->result);
 }
@@ -634,6 +637,7 @@ static int daemon_status(void) {
                 { "bytesAvoided", N_("Bytes not handed over twice") },
                 { "resolveCacheHits", N_("Resolutions from cache") },
                 { "failures", N_("Failed requests") },
+                { "notFound", N_("Names without a module") },
                 { "uptimeSec", N_("Up for (seconds)") },
                 { "connections", N_("Connections open") },
                 { "calls", N_("Method calls") },

@@ -273,13 +273,15 @@ static void batch_done(Batch *b) {
 }
 
 /* Count a request's outcome once, when its caller learns it. */
-static void outcome_account(Manager *m, const Outcome *o) {
+static void outcome_account(Manager *m, const Outcome *o, uid_t uid, pid_t pid) {
         m->stats.requests++;
         if (o->shared)
                 m->stats.shared_requests++;
-        if (!outcome_result_is_success(o->result))
+        if (o->result == OUTCOME_NOT_FOUND)
+                m->stats.not_found++;
+        else if (!outcome_result_is_success(o->result) && o->result != OUTCOME_BLACKLISTED)
                 m->stats.failures++;
-        emit(m, "answered", o->name, NULL, outcome_result_to_string(o->result), o->error, 0, -1, -1, o->shared);
+        emit(m, "answered", o->name, NULL, outcome_result_to_string(o->result), o->error, 0, uid, pid, o->shared);
 }
 
 /* Fill in a request's outcome from how its plan went; the batch is answered with its last one. */
@@ -302,7 +304,7 @@ static void request_finish(Request *req, OutcomeResult result, int error, char *
                 free(o->message);
                 o->message = message;
                 o->shared = req->shared;
-                outcome_account(m, o);
+                outcome_account(m, o, b->uid, b->pid);
         }
 
         uid_pending_release(m, b->uid, 1);
@@ -343,7 +345,7 @@ static int batch_on_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
                 free(o->message);
                 o->message =
                         strdup_printf("Gave up waiting for %s after %" PRIu64 " s; the load goes on", module, secs);
-                outcome_account(m, o);
+                outcome_account(m, o, b->uid, b->pid);
         }
         batch_send_reply(b);
         return 0;
@@ -436,8 +438,9 @@ static void job_done(WorkItem *w) {
                          what, j->key, j->duration_usec / USEC_PER_MSEC, (int) j->pid, (unsigned) j->uid, j->n_waiters,
                          j->stats.bytes_to_kernel);
         else if (j->result < 0)
-                log_full(j->step->optional ? LOG_INFO : LOG_WARNING, "%s%s", j->message ?: j->key,
-                         j->step->optional ? " (optional, ignored)" : "");
+                /* No such device: a driver for hardware that is not there (udev asks for those). */
+                log_full(j->step->optional || IN_SET(j->result, -ENODEV, -ENXIO) ? LOG_INFO : LOG_WARNING, "%s%s",
+                         j->message ?: j->key, j->step->optional ? " (optional, ignored)" : "");
         emit(m, "loadFinished", NULL, j->key,
              j->result > 0    ? "inserted"
              : j->result == 0 ? "live"

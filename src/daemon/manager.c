@@ -123,6 +123,7 @@ static int method_get_statistics(VarlinkCall *call, json_object *parameters, voi
                 { "bytesAvoided", m->stats.bytes_avoided },
                 { "resolveCacheHits", m->stats.resolve_cache_hits },
                 { "failures", m->stats.failures },
+                { "notFound", m->stats.not_found },
                 { "uptimeSec", (now_usec(CLOCK_MONOTONIC) - m->start_usec) / USEC_PER_SEC },
                 { "connections", varlink_server_n_connections(m->server) },
                 { "connectionsTotal", vs.connections_total },
@@ -533,6 +534,13 @@ Manager *manager_free(Manager *m) {
         m->n_subscribers = 0;
         /* Loads in flight end before we go: a module is never left half-asked-for. */
         broker_shutdown(m);
+        /* The counters go with us: leave them in the journal. */
+        if (m->stats.requests > 0)
+                log_info("Served %" PRIu64 " requests (%" PRIu64 " shared, %" PRIu64 " not found, %" PRIu64
+                         " failed), inserted %" PRIu64 " modules with %" PRIu64 " kernel calls, %" PRIu64
+                         " bytes not handed to the kernel twice.",
+                         m->stats.requests, m->stats.shared_requests, m->stats.not_found, m->stats.failures,
+                         m->stats.modules_inserted, m->stats.kernel_calls, m->stats.bytes_avoided);
         free(m->uid_pending);
         varlink_server_free(m->server);
         sd_event_source_disable_unref(m->idle_source);

@@ -29,7 +29,8 @@ typedef struct ManagerStats {
         uint64_t bytes_to_kernel;
         uint64_t bytes_avoided;
         uint64_t resolve_cache_hits;
-        uint64_t failures;
+        uint64_t failures;  /* names that failed (not found and blacklisted are not failures) */
+        uint64_t not_found; /* names no module matches */
 } ManagerStats;
 
 typedef struct Manager {

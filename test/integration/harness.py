@@ -38,7 +38,7 @@ MAX_MESSAGE = 1048576
 STAT_FIELDS = (
     "requests", "sharedRequests", "modulesInserted", "kernelCalls", "kernelEEXIST",
     "bytesDecompressed", "bytesToKernel", "bytesAvoided", "resolveCacheHits",
-    "failures", "uptimeSec", "connections", "connectionsTotal",
+    "failures", "notFound", "uptimeSec", "connections", "connectionsTotal",
     "connectionsRefused", "calls", "protocolErrors",
 )
 

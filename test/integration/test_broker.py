@@ -494,7 +494,9 @@ class Loads(BrokerTestCase):
         self.assertError(self.conn().roundtrip(DESCRIBE, {"name": NO_SUCH_MODULE}),
                          INTERFACE + ".ModuleNotFound", {"name": NO_SUCH_MODULE})
         self.assertEqual(self.kernel.lines(), [])
-        self.assertEqual(self.stats()["failures"], 1)
+        # A name without a module is counted apart from failures.
+        s = self.stats()
+        self.assertEqual((s["notFound"], s["failures"]), (1, 0), s)
 
     def test_absolute_path(self):
         (o,) = self.load([self.deps["xor"][0]])
@@ -650,7 +652,9 @@ class Service(BrokerTestCase):
             self.assertLess(evs.index(started[i]), evs.index(finished[i]))
             if i:
                 self.assertLess(evs.index(finished[i - 1]), evs.index(started[i]))
-        self.assertEqual(evs[-1], {"kind": "answered", "name": "fs-btrfs", "result": "inserted", "shared": False})
+        self.assertEqual(evs[-1], {"kind": "answered", "name": "fs-btrfs", "result": "inserted", "shared": False,
+                                   "uid": 0, "pid": evs[-1].get("pid")})
+        self.assertGreater(evs[-1]["pid"], 0)
         m.expect_silence(0.2)
 
         # a failure and a module not found, as events

@@ -262,11 +262,17 @@ class SystemImage:
         os.unlink(ov)
         return path
 
-    def boot(self, timeout=600, log=None, echo=False, smp=2, mem=2048, append=""):
+    def boot(self, timeout=600, log=None, echo=False, smp=2, mem=2048, append="", keep_initrd=False):
+        """Write the image, boot it; the initrd (about 160 MB) is removed
+        afterwards unless keep_initrd."""
         initrd = self.write()
         cmdline = " ".join(x for x in self.append + [append] if x)
-        return run_vm.boot(self.kernel.vmlinuz, initrd, timeout=timeout, log=log, echo=echo,
-                           smp=smp, mem=mem, append=cmdline, extra_args=self.qemu_args)
+        try:
+            return run_vm.boot(self.kernel.vmlinuz, initrd, timeout=timeout, log=log, echo=echo,
+                               smp=smp, mem=mem, append=cmdline, extra_args=self.qemu_args)
+        finally:
+            if not keep_initrd:
+                os.unlink(initrd)
 
 
 def parse(output):
