@@ -146,6 +146,30 @@ def run(image, vmlinuz, timeout=120, log=None, keep_initrd=None, compress="gzip"
         return boot(vmlinuz, path, timeout=timeout, log=log, **boot_kw)
 
 
+# Scenarios report one line per check, "@@CASE NAME PASS|FAIL DETAIL", and
+# figures as "@@FIG NAME KEY=VALUE ...".
+CASE_RE = re.compile(r"^@@CASE (\S+) (PASS|FAIL) ?(.*)$", re.M)
+FIG_RE = re.compile(r"^@@FIG (\S+) (.*)$", re.M)
+
+
+def collect_cases(output, expected, tree, summary):
+    """Add (tree, case, status, detail) rows for every expected case, missing
+    and unexpected ones included, to summary; return how many did not pass."""
+    failures = 0
+    seen = {}
+    for case, status, detail in CASE_RE.findall(output):
+        seen[case] = (status, detail.strip())
+    for case in expected:
+        status, detail = seen.get(case, ("MISSING", "no @@CASE line"))
+        summary.append((tree, case, status, detail))
+        if status != "PASS":
+            failures += 1
+    for case in sorted(set(seen) - set(expected)):
+        summary.append((tree, case, "UNEXPECTED", seen[case][1]))
+        failures += 1
+    return failures
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(
         description="Boot a kernel in qemu with a scenario initramfs; exit with the "

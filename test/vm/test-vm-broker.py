@@ -61,8 +61,7 @@ CASES = ["daemon-start", "btrfs-64", "storm-20", "rejected-8", "unload-during-lo
 # tree, the kernel decompresses the tree's format itself
 BOOTS = [("6.1-xz", False), ("6.12-xz", True)]
 
-CASE_RE = re.compile(r"^@@CASE (\S+) (PASS|FAIL) ?(.*)$", re.M)
-FIG_RE = re.compile(r"^@@FIG (\S+) (.*)$", re.M)
+FIG_RE = run_vm.FIG_RE
 INFO_RE = re.compile(r"^@@INFO (.*)$", re.M)
 
 
@@ -157,17 +156,7 @@ def main(argv=None):
         total = time.monotonic() - t0
         timings.append((tree, res.boot_seconds or 0, res.seconds, total))
         out = res.output
-        seen = {}
-        for case, status, detail in CASE_RE.findall(out):
-            seen[case] = (status, detail.strip())
-        for case in CASES:
-            status, detail = seen.get(case, ("MISSING", "no @@CASE line"))
-            summary.append((tree, case, status, detail))
-            if status != "PASS":
-                failures += 1
-        for case in sorted(set(seen) - set(CASES)):
-            summary.append((tree, case, "UNEXPECTED", seen[case][1]))
-            failures += 1
+        failures += run_vm.collect_cases(out, CASES, tree, summary)
         for case, figs in FIG_RE.findall(out):
             figures.append((tree, case, figs))
         if res.rc != 0 and all(s == "PASS" for t, c, s, d in summary if t == tree):

@@ -64,8 +64,7 @@ BOOTS = [
     ("6.12-xz", "core-full.sh", True, FULL_COMMON + ["truncated-kernel"]),
 ]
 
-CASE_RE = re.compile(r"^@@CASE (\S+) (PASS|FAIL) ?(.*)$", re.M)
-FIG_RE = re.compile(r"^@@FIG (\S+) (.*)$", re.M)
+FIG_RE = run_vm.FIG_RE
 BYTES_RE = re.compile(r"^@@BYTES (\S+) (\S+) (\d+)$", re.M)
 
 
@@ -227,17 +226,7 @@ def main(argv=None):
         total = time.monotonic() - t0
         timings.append((tree, res.boot_seconds or 0, res.seconds, total))
         out = res.output
-        seen = {}
-        for case, status, detail in CASE_RE.findall(out):
-            seen[case] = (status, detail.strip())
-        for case in expected:
-            status, detail = seen.get(case, ("MISSING", "no @@CASE line"))
-            summary.append((tree, case, status, detail))
-            if status != "PASS":
-                failures += 1
-        for case in sorted(set(seen) - set(expected)):
-            summary.append((tree, case, "UNEXPECTED", seen[case][1]))
-            failures += 1
+        failures += run_vm.collect_cases(out, expected, tree, summary)
         for case, figs in FIG_RE.findall(out):
             figures.append((tree, case, figs))
         rows, bad = check_bytes(out, files)
