@@ -249,7 +249,7 @@ static void test_manager(const char *path) {
         static const char stats[] =
                 "{\"requests\": 10, \"sharedRequests\": 2, \"modulesInserted\": 3, \"kernelCalls\": 4,"
                 " \"kernelEEXIST\": 0, \"bytesDecompressed\": 123456, \"bytesToKernel\": 123456,"
-                " \"bytesAvoided\": 0, \"resolveCacheHits\": 7, \"failures\": 1, \"uptimeSec\": 60,"
+                " \"bytesAvoided\": 0, \"resolveCacheHits\": 7, \"failures\": 1, \"notFound\": 2, \"uptimeSec\": 60,"
                 " \"connections\": 1, \"connectionsTotal\": 5, \"connectionsRefused\": 0, \"calls\": 9,"
                 " \"protocolErrors\": 0";
         char buf[sizeof(stats) + 64];
