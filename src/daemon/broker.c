@@ -447,18 +447,21 @@ static void job_done(WorkItem *w) {
                               : "failed",
              j->result < 0 ? j->result : 0, j->duration_usec ?: 1, -1, -1, -1);
 
-        /* Every waiter gets the same result; each moves on (which may start or join other jobs). */
+        /* Every waiter gets the same result; each moves on (which may start or join other jobs).
+         * What the result means is up to each waiter's own step: the module one request needs
+         * may be an optional softdep of the request that started the load. */
         for (size_t i = 0; i < j->n_waiters; i++) {
                 Request *req = j->waiters[i];
+                const Step *own = &req->plan->plan->steps[req->next_step];
 
                 req->waiting = NULL;
                 if (i > 0)
                         m->stats.bytes_avoided += j->stats.bytes_to_kernel;
-                if (j->result < 0 && !j->step->optional) {
+                if (j->result < 0 && !own->optional) {
                         request_finish(req, OUTCOME_FAILED, j->result, j->message ? strdup(j->message) : NULL);
                         continue;
                 }
-                if (j->result == 0 && j->step->target && req->first_time) {
+                if (j->result == 0 && own->target && req->first_time) {
                         request_fail(req, -EEXIST, "Module %s already in kernel", j->key);
                         continue;
                 }
