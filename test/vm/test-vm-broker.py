@@ -94,6 +94,7 @@ def image_for(tree, kdecomp, modloadd, modloadctl, cache, tmp):
     img.add_bin("/sbin/depmod")
     img.add_modules(k.tree, k.kver)
     img.add_file(os.path.join(SCENARIOS, "broker-lib.sh"), "/broker-lib.sh", 0o644)
+    img.add_file(os.path.join(SCENARIOS, "vm-lib.sh"), "/vm-lib.sh", 0o644)
     img.set_scenario(os.path.join(SCENARIOS, "broker-all.sh"))
     bad = os.path.join(tmp, "bad.ko.xz")
     bad_module(bad)

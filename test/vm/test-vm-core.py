@@ -132,6 +132,7 @@ def image_for(tree, scenario, kernel_decompress, modloadctl, cache, tmp):
     img.entries.pop(mkinitrd.canonical("/sbin/modprobe"), None)
     img.add_modules(k.tree, k.kver)
     img.add_file(os.path.join(SCENARIOS, "core-lib.sh"), "/core-lib.sh", 0o644)
+    img.add_file(os.path.join(SCENARIOS, "vm-lib.sh"), "/vm-lib.sh", 0o644)
     img.set_scenario(os.path.join(SCENARIOS, scenario))
     confdir = os.path.join(FIXTURES, "modprobe.d")
     for name in sorted(os.listdir(confdir)):

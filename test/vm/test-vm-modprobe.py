@@ -360,6 +360,7 @@ def image(a, tmp):
     img.add_bin(shutil.which("strace") or "/usr/bin/strace", "/usr/bin/strace")
     img.add_modules(k.tree, k.kver)
     img.add_file(os.path.join(SCENARIOS, "modprobe-lib.sh"), "/modprobe-lib.sh", 0o644)
+    img.add_file(os.path.join(SCENARIOS, "vm-lib.sh"), "/vm-lib.sh", 0o644)
     img.add_data("/etc/modprobe.d/shim-test.conf", CONFIG.encode())
     img.add_data("/etc/shim-alt.conf", ALT_CONFIG.encode())
     img.set_scenario_text(scenario())

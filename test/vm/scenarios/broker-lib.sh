@@ -23,7 +23,7 @@ FAILED_CASES=0
 echo 1 >/proc/sys/kernel/printk 2>/dev/null
 echo >/proc/sys/kernel/modprobe 2>/dev/null
 
-snap() { awk '{print $1}' /proc/modules | sort | tr '\n' ' '; }
+. /vm-lib.sh
 count_words() { set -- $1; echo $#; }
 # nanoseconds of CLOCK_MONOTONIC (/proc/timer_list), else /proc/uptime
 now_ms() {
@@ -191,19 +191,6 @@ want_each_once() {
         want_no_eexist
         [ "$T_OK" = "$n_new" ] || err "$T_OK successful kernel calls for $n_new modules inserted"
         [ "$T_CALLS" = "$T_MODS" ] || err "$T_CALLS kernel calls for $T_MODS modules"
-}
-
-# back to a set of modules with rmmod (not with the code under test)
-reset_to() {
-        for _ in 1 2 3 4 5 6 7 8; do
-                extra=""
-                for m in $(snap); do
-                        case " $1 " in *" $m "*) ;; *) extra="$extra $m" ;; esac
-                done
-                [ -n "$extra" ] || return 0
-                for m in $extra; do /sbin/rmmod "$m" 2>/dev/null; done
-        done
-        echo "  | could not get back to '$1': $(snap)"
 }
 
 # wait (up to 10 s) until the daemon made its first kernel call since mark()

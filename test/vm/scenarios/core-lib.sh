@@ -19,7 +19,7 @@ FAILED_CASES=0
 echo 1 >/proc/sys/kernel/printk 2>/dev/null
 echo >/proc/sys/kernel/modprobe 2>/dev/null
 
-snap() { awk '{print $1}' /proc/modules | sort | tr '\n' ' '; }
+. /vm-lib.sh
 mod_count() { grep -c . /proc/modules; }
 ms() { awk '{printf "%d\n", $1 * 1000}' /proc/uptime; }
 
@@ -162,20 +162,6 @@ new_modules_since() {
 }
 new_modules() { new_modules_since "$BEFORE"; }
 count_words() { set -- $1; echo $#; }
-
-# back to a set of modules (without modloadctl: cleanup must not depend on
-# the code under test), so that one failure does not spoil the next cases
-reset_to() {
-        for _ in 1 2 3 4 5 6 7 8; do
-                extra=""
-                for m in $(snap); do
-                        case " $1 " in *" $m "*) ;; *) extra="$extra $m" ;; esac
-                done
-                [ -n "$extra" ] || return 0
-                for m in $extra; do /sbin/rmmod "$m" 2>/dev/null; done
-        done
-        echo "  | could not get back to '$1': $(snap)"
-}
 
 # A fresh load of btrfs and its modules.dep chain under strace: exactly one
 # finit_module per module inserted, none EEXIST, no init_module.

@@ -20,19 +20,7 @@ export KMOD SHIM KV
 echo 1 >/proc/sys/kernel/printk 2>/dev/null
 echo >/proc/sys/kernel/modprobe 2>/dev/null
 
-snap() { awk '{print $1}' /proc/modules | sort | tr '\n' ' '; }
-
-reset_to() {
-        for _ in 1 2 3 4 5 6 7 8; do
-                extra=""
-                for m in $(snap); do
-                        case " $1 " in *" $m "*) ;; *) extra="$extra $m" ;; esac
-                done
-                [ -n "$extra" ] || return 0
-                for m in $extra; do /sbin/rmmod "$m" 2>/dev/null; done
-        done
-        echo "  | could not get back to '$1': $(snap)"
-}
+. /vm-lib.sh
 
 daemon_requests() {
         $MC status --json 2>/dev/null | awk -F'[:,]' '/"requests"/ {gsub(/ /, "", $2); print $2; exit}'
