@@ -7,8 +7,12 @@
 #include <sys/wait.h>
 
 #include "executor.h"
+#include "scheduler.h"
 #include "strutil.h"
 #include "strv.h"
+#include "timeutil.h"
+
+#define SETTLE_POLL_USEC (20 * USEC_PER_MSEC)
 
 extern char **environ;
 
@@ -76,12 +80,45 @@ int run_module_command(const char *command, const char *module) {
         return 128 + WTERMSIG(status);
 }
 
+/* Wait while another loader has the module coming, or the kernel is taking it out, as kmod
+ * (through the kernel) does. Returns the state it settled in; 'C' or 'G' when time ran out. */
+static char module_state_settled(const char *module) {
+        uint64_t deadline = 0;
+        char state;
+
+        while (IN_SET(state = loader_module_state(module), 'C', 'G')) {
+                uint64_t now = now_usec(CLOCK_MONOTONIC);
+                if (deadline == 0)
+                        deadline = now + EXECUTOR_SETTLE_TIMEOUT_USEC;
+                else if (now >= deadline)
+                        break;
+                (void) nanosleep(&(struct timespec){ .tv_nsec = SETTLE_POLL_USEC * NSEC_PER_USEC }, NULL);
+        }
+        return state;
+}
+
+/* Before a module goes in: 0 when the kernel has it (nothing to do), 1 when it must be loaded,
+ * -ETIMEDOUT when it stays coming or going. */
+static int module_needs_load(const char *module, char **ret_message) {
+        char state = module_state_settled(module);
+
+        if (IN_SET(state, 'L', 'B'))
+                return 0;
+        if (IN_SET(state, 'C', 'G')) {
+                *ret_message =
+                        strdup_printf("Module %s is still %s in the kernel after %" PRIu64 " s", module,
+                                      state == 'C' ? "coming" : "going", EXECUTOR_SETTLE_TIMEOUT_USEC / USEC_PER_SEC);
+                return -ETIMEDOUT;
+        }
+        return 1;
+}
+
 static int insert_step(Loader *l, const Step *step, LoadFlags load_flags, LoadStats *stats, char **ret_message) {
-        char state = loader_module_state(step->module);
         int e;
 
-        if (IN_SET(state, 'L', 'C', 'B'))
-                return 0;
+        e = module_needs_load(step->module, ret_message);
+        if (e <= 0)
+                return e;
         if (!step->path) {
                 *ret_message = strdup_printf("Module %s has no file to load", step->module);
                 return -ENOENT;
@@ -107,6 +144,12 @@ static int command_step(const Step *step, char **ret_message) {
         _cleanup_free_ char *command = NULL;
         int e;
 
+        /* kmod runs no install command for a module the kernel has. */
+        if (step->kind == STEP_INSTALL) {
+                e = module_needs_load(step->module, ret_message);
+                if (e <= 0)
+                        return e;
+        }
         e = step_expand_command(step, &command);
         if (e < 0)
                 return e;
@@ -226,54 +269,97 @@ static int outcome_from_plan_error(Outcome *o, Resolver *r, const char *name, in
         }
 }
 
-int execute_load(Resolver *r, Loader *l, const LoadRequest *req, LoadStats *stats, Outcome *ret) {
-        _cleanup_(plan_freep) Plan *p = NULL;
+static bool in_kernel(const char *module) {
+        return IN_SET(loader_module_state(module), 'L', 'B');
+}
+
+int load_prepare(Resolver *r, const LoadRequest *req, int plan_error, const Plan *p, Outcome *ret) {
+        bool live = true;
         Outcome o;
-        bool changed = false;
+        int e;
+
+        if (plan_error < 0) {
+                e = outcome_from_plan_error(ret, r, req->name, plan_error, false);
+                return e < 0 ? e : 0;
+        }
+        e = outcome_init(&o, req->name, p);
+        if (e < 0)
+                return e;
+
+        switch (p->result) {
+        case PLAN_RESULT_BLACKLISTED:
+                /* As kmod: what is in the kernel already is fine, blacklisted or not. */
+                for (size_t i = 0; i < p->n_modules; i++)
+                        live = live && in_kernel(p->modules[i]);
+                if (live && p->n_modules > 0) {
+                        o.result = OUTCOME_LIVE;
+                        o.shared = true;
+                } else {
+                        o.result = OUTCOME_BLACKLISTED;
+                        (void) outcome_set_message(&o, "Module %s is blacklisted", req->name);
+                }
+                break;
+        case PLAN_RESULT_STEPS:
+                /* As kmod: a target the kernel has is not loaded again, nor its softdeps. */
+                for (size_t i = 0; i < p->n_modules && live; i++)
+                        live = p->results[i] != PLAN_RESULT_STEPS || in_kernel(p->modules[i]);
+                if (!live) {
+                        o.result = req->dry_run ? OUTCOME_DRY_RUN : OUTCOME_LIVE;
+                        *ret = o;
+                        return !req->dry_run;
+                }
+                if (req->resolve_flags & RESOLVE_FIRST_TIME) {
+                        o.result = OUTCOME_FAILED;
+                        o.error = -EEXIST;
+                        (void) outcome_set_message(&o, "Module %s already in kernel", req->name);
+                } else {
+                        o.result = OUTCOME_LIVE;
+                        o.shared = true;
+                }
+                break;
+        case PLAN_RESULT_LIVE:
+                o.result = OUTCOME_LIVE;
+                o.shared = true;
+                break;
+        default:
+                o.result = plan_result_to_outcome(p->result);
+        }
+        *ret = o;
+        return 0;
+}
+
+/* A scheduler's result into the outcome load_prepare() or unload_prepare() began. */
+static void outcome_take_result(Outcome *o, SchedResult *sr) {
+        o->result = sr->result;
+        o->error = sr->error;
+        o->shared = sr->shared;
+        free(o->message);
+        o->message = TAKE_PTR(sr->message);
+}
+
+int execute_load(Scheduler *s, Resolver *r, const LoadRequest *req, Outcome *ret) {
+        _cleanup_(plan_freep) Plan *p = NULL;
+        SchedResult sr;
+        Outcome o;
         int e;
 
         if (!request_name_is_valid(req->name))
                 return -EINVAL;
 
-        e = resolver_plan_load(r, req->name, req->parameters, req->resolve_flags, &p);
+        e = resolver_plan_load(r, req->name, req->parameters, req->resolve_flags | RESOLVE_IGNORE_LOADED, &p);
         if (e == -ENOMEM || e == -EINVAL)
                 return e;
-        if (e < 0)
-                return outcome_from_plan_error(ret, r, req->name, e, false);
-
-        e = outcome_init(&o, req->name, p);
+        e = load_prepare(r, req, e, p, &o);
         if (e < 0)
                 return e;
-
-        if (p->result != PLAN_RESULT_STEPS) {
-                o.result = plan_result_to_outcome(p->result);
-                if (o.result == OUTCOME_BLACKLISTED)
-                        (void) outcome_set_message(&o, "Module %s is blacklisted", req->name);
-                *ret = o;
-                return 0;
+        if (e > 0) {
+                e = scheduler_run_load(s, p, req->load_flags, req->resolve_flags & RESOLVE_FIRST_TIME, &sr);
+                if (e < 0) {
+                        outcome_done(&o);
+                        return e;
+                }
+                outcome_take_result(&o, &sr);
         }
-        if (req->dry_run) {
-                o.result = OUTCOME_DRY_RUN;
-                *ret = o;
-                return 0;
-        }
-
-        o.result = OUTCOME_LIVE;
-        for (size_t i = 0; i < p->n_steps; i++) {
-                _cleanup_free_ char *message = NULL;
-
-                e = execute_step(l, &p->steps[i], req->load_flags, false, 0, stats, &message);
-                if (e > 0)
-                        changed = true;
-                if (e >= 0 || p->steps[i].optional)
-                        continue;
-                o.result = OUTCOME_FAILED;
-                o.error = e;
-                o.message = TAKE_PTR(message);
-                break;
-        }
-        if (o.result != OUTCOME_FAILED && changed)
-                o.result = OUTCOME_INSERTED;
         *ret = o;
         return 0;
 }
@@ -308,35 +394,29 @@ int unload_prepare(Resolver *r, const UnloadRequest *req, int plan_error, const 
         return !req->dry_run;
 }
 
-void execute_unload_steps(const Plan *p, const UnloadRequest *req, Outcome *o) {
-        o->result = OUTCOME_REMOVED;
-        for (size_t i = 0; i < p->n_steps; i++) {
-                _cleanup_free_ char *message = NULL;
-                int e = execute_step(NULL, &p->steps[i], 0, req->force, req->wait_usec, NULL, &message);
-
-                if (e >= 0 || p->steps[i].optional || p->steps[i].if_unused)
-                        continue;
-                o->result = e == -EBUSY || e == -EAGAIN ? OUTCOME_IN_USE : OUTCOME_FAILED;
-                o->error = e;
-                free(o->message);
-                o->message = TAKE_PTR(message);
-                return;
-        }
-}
-
-int execute_unload(Resolver *r, const UnloadRequest *req, Outcome *ret) {
+int execute_unload(Scheduler *s, Resolver *r, const UnloadRequest *req, Outcome *ret) {
         _cleanup_(plan_freep) Plan *p = NULL;
+        SchedResult sr;
         int e;
 
         if (!request_name_is_valid(req->name))
                 return -EINVAL;
 
-        e = resolver_plan_unload(r, req->name, req->resolve_flags, &p);
+        e = resolver_plan_unload(r, req->name, unload_resolve_flags(req), &p);
         if (e == -ENOMEM || e == -EINVAL)
                 return e;
         e = unload_prepare(r, req, e, p, ret);
         if (e <= 0)
                 return e;
-        execute_unload_steps(p, req, ret);
+        e = scheduler_run_unload(s, p, req, &sr);
+        if (e < 0) {
+                outcome_done(ret);
+                return e;
+        }
+        outcome_take_result(ret, &sr);
         return 0;
+}
+
+ResolveFlags unload_resolve_flags(const UnloadRequest *req) {
+        return req->resolve_flags | (req->wait_usec > 0 ? RESOLVE_UNLOAD_WAIT : 0);
 }

@@ -1,16 +1,24 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
-/* Carries out what the resolver planned: module by module in plan order,
- * through the loader, running install/remove commands as kmod runs them,
- * and turns the result into an Outcome. Used by the in-process client path
- * as a whole, and step by step by the daemon's scheduler. No logging. */
+/* Carries out one step of what the resolver planned, through the loader,
+ * running install/remove commands as kmod runs them; turns plans and their
+ * results into Outcomes. The scheduler (scheduler.h) calls execute_step()
+ * for every step of every path; execute_load()/execute_unload() run one
+ * name in-process through a scheduler. No logging. */
 
 #include <stdint.h>
 
 #include "loader.h"
 #include "outcome.h"
 #include "resolver.h"
+#include "timeutil.h"
+
+typedef struct Scheduler Scheduler;
+
+/* How long a step waits for a module another loader has coming (or the kernel is taking out)
+ * to settle before it gives up with -ETIMEDOUT. */
+#define EXECUTOR_SETTLE_TIMEOUT_USEC (60 * USEC_PER_SEC)
 
 typedef struct LoadRequest {
         const char *name;
@@ -31,22 +39,29 @@ typedef struct UnloadRequest {
 /* Carry out one step. Returns 1 when it changed something (inserted, ran a
  * command, removed), 0 when nothing was needed (already in the kernel,
  * builtin, unused-check failed), or a negative errno with *ret_message set
- * to a sentence in kmod's words. Touches no libkmod state: safe in worker
- * threads while the resolver is used elsewhere. */
+ * to a sentence in kmod's words. An insmod or install step first waits
+ * (EXECUTOR_SETTLE_TIMEOUT_USEC at most) while the module is coming or
+ * going, and does nothing when the kernel then has it. Touches no libkmod
+ * state: safe in any thread while the resolver is used elsewhere. */
 int execute_step(Loader *l, const Step *step, LoadFlags load_flags, bool force, uint64_t wait_usec, LoadStats *stats,
                  char **ret_message);
 
-/* Resolve and load one name. Failures of the module are described in *ret
- * (result, error, message); the return value is negative only for an
- * invalid name (-EINVAL) or lack of memory. */
-int execute_load(Resolver *r, Loader *l, const LoadRequest *req, LoadStats *stats, Outcome *ret);
-int execute_unload(Resolver *r, const UnloadRequest *req, Outcome *ret);
-/* The two halves of execute_unload(), for callers that plan in one thread and
- * remove in another. unload_prepare() fills *ret from the plan (or the
- * planning error) and returns 1 when steps remain to be carried out by
- * execute_unload_steps(), 0 when the outcome is final. */
+/* Turn a load plan (or the planning error) into the start of an Outcome, as kmod decides before
+ * it loads anything: not found, blacklisted (unless in the kernel), builtin, every target in the
+ * kernel already (live; -EEXIST with RESOLVE_FIRST_TIME), dry run. Returns 1 when the plan's steps
+ * must be carried out (the outcome then says live until they are), 0 when *ret is final, or
+ * -ENOMEM. The plan may be made with RESOLVE_IGNORE_LOADED (then it can be cached). */
+int load_prepare(Resolver *r, const LoadRequest *req, int plan_error, const Plan *p, Outcome *ret);
+/* The same for an unload plan: 1 when steps remain to be carried out, 0 when *ret is final. */
 int unload_prepare(Resolver *r, const UnloadRequest *req, int plan_error, const Plan *p, Outcome *ret);
-void execute_unload_steps(const Plan *p, const UnloadRequest *req, Outcome *o);
+/* The flags to plan an unload with (a wait adds RESOLVE_UNLOAD_WAIT). */
+ResolveFlags unload_resolve_flags(const UnloadRequest *req);
+
+/* Resolve one name and carry it out in this process through the scheduler. Failures of the
+ * module are described in *ret (result, error, message); the return value is negative only for
+ * an invalid name (-EINVAL) or lack of memory. */
+int execute_load(Scheduler *s, Resolver *r, const LoadRequest *req, Outcome *ret);
+int execute_unload(Scheduler *s, Resolver *r, const UnloadRequest *req, Outcome *ret);
 
 /* The modules a plan touches, in order, targets included: for Outcome.modules. */
 char **plan_module_list(const Plan *p);

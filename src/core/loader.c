@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <dirent.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 
 #include "kernel.h"
 #include "loader.h"
+#include "module-elf.h"
 #include "strutil.h"
 #include "timeutil.h"
 
@@ -19,6 +21,11 @@ struct Loader {
         LoadPolicy policy;
         CompressionType kernel_compression;
         bool no_finit; /* finit_module() said ENOSYS once: use init_module() from then on */
+
+        /* Decompressions running at once, at most max_decompress (0: no bound). */
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        unsigned n_decompress, max_decompress;
 };
 
 static const char *const policy_names[_LOAD_POLICY_MAX] = {
@@ -64,6 +71,8 @@ int loader_new(Loader **ret, LoadPolicy policy, const char *compression_sysfs) {
                 return -ENOMEM;
         l->policy = policy;
         l->kernel_compression = COMPRESSION_NONE;
+        pthread_mutex_init(&l->lock, NULL);
+        pthread_cond_init(&l->cond, NULL);
         /* Present only on kernels built with CONFIG_MODULE_DECOMPRESS: the one format they take. */
         if (read_one_line(compression_sysfs ?: "/sys/module/compression", buf, sizeof buf) >= 0) {
                 CompressionType t = compression_from_string(buf);
@@ -75,8 +84,36 @@ int loader_new(Loader **ret, LoadPolicy policy, const char *compression_sysfs) {
 }
 
 Loader *loader_free(Loader *l) {
+        if (!l)
+                return NULL;
+        pthread_cond_destroy(&l->cond);
+        pthread_mutex_destroy(&l->lock);
         free(l);
         return NULL;
+}
+
+void loader_set_max_decompress(Loader *l, unsigned n) {
+        pthread_mutex_lock(&l->lock);
+        l->max_decompress = n;
+        pthread_cond_broadcast(&l->cond);
+        pthread_mutex_unlock(&l->lock);
+}
+
+/* Decompressing is the part of a load that takes a CPU: bounded. The kernel call is not, so
+ * that a load whose init asks for another module never waits for a slot that one needs. */
+static void decompress_slot_take(Loader *l) {
+        pthread_mutex_lock(&l->lock);
+        while (l->max_decompress > 0 && l->n_decompress >= l->max_decompress)
+                pthread_cond_wait(&l->cond, &l->lock);
+        l->n_decompress++;
+        pthread_mutex_unlock(&l->lock);
+}
+
+static void decompress_slot_release(Loader *l) {
+        pthread_mutex_lock(&l->lock);
+        l->n_decompress--;
+        pthread_cond_signal(&l->cond);
+        pthread_mutex_unlock(&l->lock);
 }
 
 CompressionType loader_kernel_compression(const Loader *l) {
@@ -97,18 +134,25 @@ static void count_call(LoadStats *stats, int r, uint64_t bytes) {
                 stats->kernel_eexist++;
 }
 
-/* The old way, for kernels without finit_module(): the image from our memory. */
-static int insert_from_memory(int fd, uint64_t size, const char *params, LoadStats *stats) {
+/* The old way, for kernels without finit_module(): the image from our memory. init_module() takes
+ * no flags: to force, kmod edits its copy (no __versions for the kernel to check, no vermagic), and
+ * so do we, in a private copy-on-write mapping. */
+static int insert_from_memory(int fd, uint64_t size, const char *params, int kflags, LoadStats *stats) {
+        bool strip_versions = kflags & MODULE_INIT_IGNORE_MODVERSIONS,
+             strip_vermagic = kflags & MODULE_INIT_IGNORE_VERMAGIC;
         void *image;
         int r;
 
         if (size == 0 || size > SIZE_MAX)
                 return -ENOEXEC;
-        image = mmap(NULL, (size_t) size, PROT_READ, MAP_PRIVATE, fd, 0);
+        image = mmap(NULL, (size_t) size, PROT_READ | (kflags ? PROT_WRITE : 0), MAP_PRIVATE, fd, 0);
         if (image == MAP_FAILED)
                 return -errno;
-        r = kernel_init_module(image, (size_t) size, params);
-        count_call(stats, r, size);
+        r = kflags ? module_elf_strip(image, (size_t) size, strip_versions, strip_vermagic) : 0;
+        if (r >= 0) {
+                r = kernel_init_module(image, (size_t) size, params);
+                count_call(stats, r, size);
+        }
         (void) munmap(image, (size_t) size);
         return r;
 }
@@ -125,12 +169,10 @@ static int insert_fd(Loader *l, int fd, uint64_t size, const char *params, int k
                 }
                 __atomic_store_n(&l->no_finit, true, __ATOMIC_RELAXED);
         }
-        /* init_module() cannot take a compressed image, nor the force flags. */
+        /* init_module() cannot take a compressed image: the caller decompresses it. */
         if (kflags & MODULE_INIT_COMPRESSED_FILE)
                 return -EOPNOTSUPP;
-        if (kflags != 0)
-                return -EOPNOTSUPP;
-        return insert_from_memory(fd, size, params, stats);
+        return insert_from_memory(fd, size, params, kflags, stats);
 }
 
 int loader_insert(Loader *l, const char *path, const char *params, LoadFlags flags, LoadStats *stats) {
@@ -160,11 +202,17 @@ int loader_insert(Loader *l, const char *path, const char *params, LoadFlags fla
                 return insert_fd(l, fd, (uint64_t) st.st_size, params, kflags, stats);
 
         if (l->policy == LOAD_POLICY_KERNEL || (l->policy == LOAD_POLICY_AUTO && type == l->kernel_compression &&
-                                                !__atomic_load_n(&l->no_finit, __ATOMIC_RELAXED)))
-                return insert_fd(l, fd, (uint64_t) st.st_size, params, kflags | MODULE_INIT_COMPRESSED_FILE, stats);
+                                                !__atomic_load_n(&l->no_finit, __ATOMIC_RELAXED))) {
+                r = insert_fd(l, fd, (uint64_t) st.st_size, params, kflags | MODULE_INIT_COMPRESSED_FILE, stats);
+                /* No finit_module() after all: then we decompress, unless told not to. */
+                if (r != -EOPNOTSUPP || l->policy == LOAD_POLICY_KERNEL)
+                        return r;
+        }
 
         name = strrchr(path, '/');
+        decompress_slot_take(l);
         r = decompress_to_sealed_memfd(type, fd, name ? name + 1 : path, LOADER_MODULE_SIZE_MAX, &memfd, &size);
+        decompress_slot_release(l);
         if (r < 0)
                 return r;
         if (stats)
@@ -259,6 +307,8 @@ const char *loader_strerror(int error) {
         case EOPNOTSUPP:
                 return "The kernel cannot take this module file as it is (it decompresses only what "
                        "/sys/module/compression names)";
+        case ENODATA:
+                return "Module has no version information to strip for a forced load";
         case EKEYREJECTED:
                 return "Key was rejected by service";
         default:

@@ -51,6 +51,10 @@ int loader_new(Loader **ret, LoadPolicy policy, const char *compression_sysfs);
 Loader *loader_free(Loader *l);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Loader *, loader_free);
 
+/* Decompress at most n modules at once (0: no bound, the default). Kernel calls are never
+ * bounded: a module's init may ask for another module while its own call has not returned. */
+void loader_set_max_decompress(Loader *l, unsigned n);
+
 /* The format the kernel decompresses itself, COMPRESSION_NONE if none. */
 CompressionType loader_kernel_compression(const Loader *l);
 

@@ -278,6 +278,7 @@ static void step_done(Step *s) {
         free(s->options);
         free(s->command);
         strv_free(s->depends);
+        strv_free(s->after);
 }
 
 Plan *plan_free(Plan *p) {
@@ -353,8 +354,9 @@ static int plan_add_step(Plan *p, StepKind kind, const char *module, const char 
                 .options = strdup(options ?: ""),
                 .command = command ? strdup(command) : NULL,
                 .depends = calloc(1, sizeof(char *)),
+                .after = calloc(1, sizeof(char *)),
         };
-        if (!s->module || (path && !s->path) || !s->options || (command && !s->command) || !s->depends) {
+        if (!s->module || (path && !s->path) || !s->options || (command && !s->command) || !s->depends || !s->after) {
                 step_done(s);
                 return -ENOMEM;
         }
@@ -608,6 +610,75 @@ static int plan_load_one(Resolver *r, Plan *p, struct kmod_module *mod, const ch
         return 0;
 }
 
+static ssize_t plan_step_index(const Plan *p, const char *module) {
+        for (size_t i = 0; i < p->n_steps; i++)
+                if (streq(p->steps[i].module, module))
+                        return (ssize_t) i;
+        return -1;
+}
+
+/* Make step `later` wait for the step of `module`, when that comes earlier in the plan. An edge
+ * against kmod's order is left out: kmod's order is a valid one, so the edges never form a cycle. */
+static int plan_order_after(Plan *p, size_t later, const char *module) {
+        ssize_t k = plan_step_index(p, module);
+        Step *s = p->steps + later;
+
+        if (k < 0 || (size_t) k >= later || strv_contains(s->after, module))
+                return 0;
+        return strv_extend(&s->after, module);
+}
+
+static int plan_order_list(Plan *p, size_t later, struct kmod_list *list) {
+        struct kmod_list *l;
+        int k;
+
+        kmod_list_foreach(l, list) {
+                _cleanup_kmod_module_ struct kmod_module *m = kmod_module_get_module(l);
+
+                k = plan_order_after(p, later, kmod_module_get_name(m));
+                if (k < 0)
+                        return k;
+        }
+        return 0;
+}
+
+/* What each step must wait for: its hard dependencies and its pre-softdeps; a post-softdep waits
+ * for the module that pulled it in. Everything else may run at the same time. */
+static int plan_order(Resolver *r, Plan *p) {
+        int k;
+
+        for (size_t i = 0; i < p->n_steps; i++) {
+                _cleanup_kmod_module_ struct kmod_module *m = NULL;
+                _cleanup_kmod_list_ struct kmod_list *pre = NULL, *post = NULL;
+                Step *s = p->steps + i;
+
+                if (s->kind == STEP_BUILTIN)
+                        continue;
+                for (char **d = s->depends; *d; d++) {
+                        k = plan_order_after(p, i, *d);
+                        if (k < 0)
+                                return k;
+                }
+                if (kmod_module_new_from_name(r->ctx, s->module, &m) < 0 ||
+                    kmod_module_get_softdeps(m, &pre, &post) < 0)
+                        continue;
+                k = plan_order_list(p, i, pre);
+                if (k < 0)
+                        return k;
+                for (struct kmod_list *l = post; l; l = kmod_list_next(post, l)) {
+                        _cleanup_kmod_module_ struct kmod_module *pm = kmod_module_get_module(l);
+                        ssize_t j = plan_step_index(p, kmod_module_get_name(pm));
+
+                        if (j > (ssize_t) i) {
+                                k = plan_order_after(p, (size_t) j, s->module);
+                                if (k < 0)
+                                        return k;
+                        }
+                }
+        }
+        return 0;
+}
+
 int resolver_plan_load(Resolver *r, const char *name, const char *extra_options, ResolveFlags flags, Plan **ret) {
         _cleanup_kmod_list_ struct kmod_list *list = NULL;
         _cleanup_kmod_module_ struct kmod_module *path_mod = NULL;
@@ -664,6 +735,9 @@ int resolver_plan_load(Resolver *r, const char *name, const char *extra_options,
                         p->results[p->n_modules - 1] = result;
                 }
 
+        k = plan_order(r, p);
+        if (k < 0)
+                return k;
         plan_finish(p);
         *ret = TAKE_PTR(p);
         return 0;
@@ -777,7 +851,7 @@ static int unload_module(UnloadWalk *w, struct kmod_module *mod, bool top, bool 
         }
 
         /* 3. the module itself, unless someone besides the holders we remove still uses it */
-        if (!cmd && !ignore_loaded) {
+        if (!cmd && !ignore_loaded && !FLAGS_SET_ANY(w->flags, RESOLVE_UNLOAD_WAIT)) {
                 int refcnt = kmod_module_get_refcnt(mod);
 
                 if (refcnt > 0 && (size_t) refcnt > n_holders)

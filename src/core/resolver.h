@@ -78,7 +78,12 @@ typedef struct Step {
                          * $CMDLINE_OPTS unexpanded (see step_expand_command()); else NULL */
         char **depends; /* STEP_INSMOD/STEP_INSTALL: hard dependencies of this module (modules.dep),
                          * NULL-terminated, never NULL; they appear as earlier steps unless already
-                         * in the kernel. Lets a scheduler run independent steps in parallel. */
+                         * in the kernel. */
+        char **after;   /* modules of earlier steps of this plan that must be done before this one:
+                         * its hard dependencies and pre-softdeps, and for a post-softdep the module
+                         * that pulled it in (edges against the plan's order are left out, so they
+                         * never form a cycle). NULL-terminated, never NULL. Steps that do not wait
+                         * for each other may run at the same time. */
         bool softdep;   /* pulled in by a softdep of another module (and not a hard dependency of a
                          * target) */
         bool target;    /* the module the name resolved to, not a dependency */
@@ -133,6 +138,8 @@ typedef enum ResolveFlags {
                                            * PLAN_RESULT_NOT_LOADED (so that it is not mistaken for
                                            * "no such module") */
         RESOLVE_REMOVE_HOLDERS = 1 << 4,  /* unload: --remove-holders */
+        RESOLVE_UNLOAD_WAIT = 1 << 5,     /* unload: --wait; a module in use is planned anyway (kmod
+                                           * skips the refcount check then: the removal waits) */
 } ResolveFlags;
 
 /* Plan what `modprobe [flags] name extra_options` does.
@@ -171,7 +178,8 @@ int resolver_plan_load(Resolver *r, const char *name, const char *extra_options,
  * commands and softdeps (as modprobe -r -i does). Reads /sys/module for state, holders, refcounts.
  *
  * Returns 0 and a plan, or -EINVAL, -ENOENT (nothing matches), -EBUSY (the module, or a holder,
- * has users other than the holders being removed; like modprobe without --wait), -ENOMEM. An
+ * has users other than the holders being removed, and RESOLVE_UNLOAD_WAIT is not set; like modprobe
+ * without --wait), -ENOMEM. An
  * absolute path names the module after its file name, as rmmod does.
  * Differences from `modprobe -r --show-depends`: dependencies are listed (as if_unused steps) when
  * they are loaded now, or always with RESOLVE_IGNORE_LOADED, because whether they become unused can

@@ -169,8 +169,26 @@ int main(void) {
         (void) last_call();
         check(loader_insert(l, path_of("xzmod.ko.xz"), "fakename=xzmod", 0, &st) == 0);
         check(streq(last_call(), "init xzmod 307200 ok"));
-        /* ...which cannot take force flags. */
-        check(loader_insert(l, path_of("plain.ko"), NULL, LOAD_FORCE_VERMAGIC, &st) == -EOPNOTSUPP);
+        /* ...which takes no force flags: as kmod, the copy is edited instead, and an image that is
+         * no ELF module cannot be (nothing reaches the kernel). */
+        memset(&st, 0, sizeof st);
+        check(loader_insert(l, path_of("plain.ko"), NULL, LOAD_FORCE_VERMAGIC, &st) == -ENOEXEC);
+        check(st.kernel_calls == 0);
+        const char *tree = getenv("MODLOADD_TEST_MODULE_DIR");
+        if (tree) {
+                char ko[PATH_MAX], log[PATH_MAX], line[256] = "";
+                FILE *f;
+
+                snprintf(ko, sizeof ko, "%s/kernel/drivers/net/dummy.ko", tree);
+                check(loader_insert(l, ko, NULL, LOAD_FORCE_VERMAGIC | LOAD_FORCE_MODVERSION, &st) == 0);
+                check(st.kernel_calls == 1);
+                snprintf(log, sizeof log, "%s/init.log", dir);
+                check((f = fopen(log, "re")));
+                while (fgets(line, sizeof line, f)) /* the last call's line */
+                        ;
+                fclose(f);
+                check(streq(line, "dummy versions=STRIPPED vermagic=STRIPPED\n"));
+        }
         loader_free(l);
 
         check(loader_remove("nosuchmodule", false, 0) == -ENOENT);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "executor.h"
+#include "scheduler.h"
 #include "i18n.h"
 #include "json-util.h"
 #include "log.h"
@@ -266,7 +267,7 @@ static ResolveFlags resolve_flags(void) {
                (arg_first_time ? RESOLVE_FIRST_TIME : 0) | (arg_remove_holders ? RESOLVE_REMOVE_HOLDERS : 0);
 }
 
-static int local_setup(Resolver **ret_resolver, Loader **ret_loader) {
+static int local_setup(Resolver **ret_resolver, Loader **ret_loader, Scheduler **ret_scheduler) {
         int r;
 
         r = resolver_new(ret_resolver, &(ResolverConfig){
@@ -278,6 +279,8 @@ static int local_setup(Resolver **ret_resolver, Loader **ret_loader) {
         if (!ret_loader)
                 return 0;
         r = loader_new(ret_loader, arg_policy, NULL);
+        if (r >= 0)
+                r = scheduler_new(ret_scheduler, *ret_loader);
         if (r < 0)
                 return log_error_errno(r, _("Cannot set up the loader: %m"));
         return 0;
@@ -287,10 +290,11 @@ static int local_setup(Resolver **ret_resolver, Loader **ret_loader) {
 static int local_outcomes(bool unload, ResolveFlags extra_flags, char **names, size_t n, Outcome **ret) {
         _cleanup_(resolver_freep) Resolver *resolver = NULL;
         _cleanup_(loader_freep) Loader *loader = NULL;
+        _cleanup_(scheduler_freep) Scheduler *sched = NULL;
         _cleanup_free_ Outcome *outcomes = NULL;
         int r;
 
-        r = local_setup(&resolver, unload ? NULL : &loader);
+        r = local_setup(&resolver, &loader, &sched);
         if (r < 0)
                 return EXIT_MODULE_FAILED;
         outcomes = calloc(n + 1, sizeof(Outcome));
@@ -299,7 +303,7 @@ static int local_outcomes(bool unload, ResolveFlags extra_flags, char **names, s
 
         for (size_t i = 0; i < n; i++) {
                 if (unload)
-                        r = execute_unload(resolver,
+                        r = execute_unload(sched, resolver,
                                            &(UnloadRequest){
                                                    .name = names[i],
                                                    .resolve_flags = resolve_flags() | extra_flags,
@@ -309,7 +313,7 @@ static int local_outcomes(bool unload, ResolveFlags extra_flags, char **names, s
                                            },
                                            &outcomes[i]);
                 else
-                        r = execute_load(resolver, loader,
+                        r = execute_load(sched, resolver,
                                          &(LoadRequest){
                                                  .name = names[i],
                                                  .parameters = arg_parameters,
@@ -318,7 +322,7 @@ static int local_outcomes(bool unload, ResolveFlags extra_flags, char **names, s
                                                                (arg_force_modversion ? LOAD_FORCE_MODVERSION : 0),
                                                  .dry_run = arg_dry_run,
                                          },
-                                         NULL, &outcomes[i]);
+                                         &outcomes[i]);
                 if (r == -EINVAL) {
                         /* The same answer the daemon gives: this is no name a module could have. */
                         outcomes[i] = (Outcome){ .name = strdup(names[i]),
@@ -341,7 +345,7 @@ static int local_describe(const char *name) {
         _cleanup_(plan_freep) Plan *plan = NULL;
         int r;
 
-        if (local_setup(&resolver, NULL) < 0)
+        if (local_setup(&resolver, NULL, NULL) < 0)
                 return EXIT_MODULE_FAILED;
         if (!request_name_is_valid(name)) {
                 log_error(_("Invalid module name: %s"), name);

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "executor.h"
+#include "scheduler.h"
 #include "i18n.h"
 #include "json-util.h"
 #include "manager-client.h"
@@ -799,13 +800,13 @@ static int forward(bool unload, char **reqs, size_t n, const char *params, Outco
         return 1;
 }
 
-static void work_here(Resolver *r, Loader *l, bool unload, const char *req, const char *params, Outcome *o) {
+static void work_here(Resolver *r, Scheduler *sch, bool unload, const char *req, const char *params, Outcome *o) {
         int e;
 
         if (!r || !request_name_is_valid(req))
                 e = -EINVAL;
         else if (unload)
-                e = execute_unload(r,
+                e = execute_unload(sch, r,
                                    &(UnloadRequest){
                                            .name = req,
                                            .resolve_flags = resolve_flags(),
@@ -814,7 +815,7 @@ static void work_here(Resolver *r, Loader *l, bool unload, const char *req, cons
                                    },
                                    o);
         else
-                e = execute_load(r, l,
+                e = execute_load(sch, r,
                                  &(LoadRequest){
                                          .name = req,
                                          .parameters = params,
@@ -822,7 +823,7 @@ static void work_here(Resolver *r, Loader *l, bool unload, const char *req, cons
                                          .load_flags = (arg_force || arg_force_vermagic ? LOAD_FORCE_VERMAGIC : 0) |
                                                        (arg_force || arg_force_modversion ? LOAD_FORCE_MODVERSION : 0),
                                  },
-                                 NULL, o);
+                                 o);
         if (e < 0)
                 *o = (Outcome){ .result = e == -EINVAL ? OUTCOME_NOT_FOUND : OUTCOME_FAILED, .error = e };
 }
@@ -837,6 +838,7 @@ static bool must_work_here(void) {
 static int run_names(char **names, char **reqs, size_t n, const char *params) {
         _cleanup_(resolver_freep) Resolver *resolver = NULL;
         _cleanup_(loader_freep) Loader *loader = NULL;
+        _cleanup_(scheduler_freep) Scheduler *sched = NULL;
         _cleanup_free_ Outcome *outs = calloc(n, sizeof(Outcome));
         _cleanup_free_ bool *valid = calloc(n, sizeof(bool));
         _cleanup_free_ char **fwd = calloc(n + 1, sizeof(char *));
@@ -874,11 +876,11 @@ static int run_names(char **names, char **reqs, size_t n, const char *params) {
         if (r == 0) { /* here */
                 if (!resolver)
                         resolver = resolver_open();
-                if (!arg_remove && resolver && loader_new(&loader, LOAD_POLICY_AUTO, NULL) < 0)
+                if (loader_new(&loader, LOAD_POLICY_AUTO, NULL) < 0 || scheduler_new(&sched, loader) < 0)
                         return say(LOG_ERR, "%s\n", c_strerror(ENOMEM)), -ENOMEM;
                 for (size_t i = 0; i < n; i++)
                         if (valid[i])
-                                work_here(resolver, loader, arg_remove, reqs[i], params, &outs[i]);
+                                work_here(resolver, sched, arg_remove, reqs[i], params, &outs[i]);
         }
         for (size_t i = 0; i < n; i++) {
                 int e;

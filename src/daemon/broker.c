@@ -1,85 +1,64 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "broker.h"
+#include "hashmap.h"
 #include "json-util.h"
 #include "log.h"
+#include "scheduler.h"
 #include "strutil.h"
 #include "strv.h"
 
 typedef struct Batch Batch;
 typedef struct Request Request;
-typedef struct Job Job;
-typedef struct UnloadJob UnloadJob;
 
 typedef struct UidPending {
         uid_t uid;
         unsigned n;
 } UidPending;
 
-/* One name of a call, walking its plan. */
+struct Broker {
+        BrokerConfig config;
+        BrokerStats stats;
+        ResolverConfig resolver_config;
+        Resolver *resolver;
+        Loader *loader;
+        Scheduler *scheduler;
+        sd_event_source *scheduler_source;
+        Hashmap *plan_cache; /* name + flags + parameters -> CachedPlan */
+        Batch *batches;      /* calls being answered */
+        unsigned n_batches;
+        UidPending *uid_pending;
+        size_t n_uid_pending;
+};
+
+/* One name of a call. */
 struct Request {
         Batch *batch;
         size_t index;
-        CachedPlan *plan;
-        size_t next_step;
-        Job *waiting;    /* the Job this request waits for */
-        bool changed;    /* a step did something for it */
-        bool shared;     /* it joined another's load, or found its target in the kernel */
-        bool first_time; /* --first-time: a target already in the kernel is a failure */
+        CachedPlan *plan;  /* a load's */
+        Plan *unload_plan; /* an unload's (not cached: it depends on what the kernel has) */
+        SchedJob *job;     /* while the scheduler carries it out */
         bool done;
 };
 
 /* One Load or Unload call. */
 struct Batch {
-        Manager *manager;
+        Broker *broker;
         Batch *prev, *next;
         VarlinkCall *call;
         bool unload;
         uid_t uid;
         pid_t pid;
-        LoadFlags load_flags;
         Outcome *outcomes;
         Request *requests;
         size_t n, n_pending;
         sd_event_source *timeout_source;
         bool answered; /* the caller has its reply (time ran out); the work goes on */
 };
-
-/* One step in flight in a worker: a module load keyed by its name, or the
- * whole of one unload. */
-struct Job {
-        WorkItem work;
-        Manager *manager;
-        char *key;        /* module name in m->jobs; NULL for unload jobs */
-        const Step *step; /* of plan (kept alive by the reference below) */
-        CachedPlan *plan;
-        LoadFlags load_flags;
-        Request **waiters;
-        size_t n_waiters;
-        pid_t pid; /* who asked first */
-        uid_t uid;
-        uint64_t start_usec;
-        /* Filled in by the worker. */
-        int result;
-        char *message;
-        LoadStats stats;
-        uint64_t duration_usec;
-};
-
-/* The whole of one unload, in a worker. */
-struct UnloadJob {
-        WorkItem work;
-        Request *req;
-        Manager *manager;
-        Plan *plan;
-        UnloadRequest options;
-        Outcome outcome;
-};
-
-static void request_advance(Request *req);
 
 /* --- resolution cache ----------------------------------------------------- */
 
@@ -95,114 +74,119 @@ static void cached_plan_unref_void(void *p) {
         cached_plan_unref(p);
 }
 
-int broker_reload(Manager *m) {
+int broker_reload(Broker *b) {
         Resolver *r = NULL;
         int e;
 
-        e = resolver_new(&r, &m->resolver_config);
+        e = resolver_new(&r, &b->resolver_config);
         if (e < 0)
                 return e;
-        resolver_free(m->resolver);
-        m->resolver = r;
-        hashmap_clear(m->plan_cache);
+        resolver_free(b->resolver);
+        b->resolver = r;
+        hashmap_clear(b->plan_cache);
         return 0;
 }
 
-int broker_resolve(Manager *m, const char *name, const char *parameters, ResolveFlags flags, CachedPlan **ret) {
-        _cleanup_free_ char *key = NULL;
-        CachedPlan *p;
+/* A resolver that knows the module tree as it is now. */
+static int broker_fresh_resolver(Broker *b) {
         int e;
 
         /* No module directory at start (an initrd before the root is mounted, say): try again now. */
-        if (!m->resolver) {
-                e = broker_reload(m);
-                if (e < 0)
-                        return e;
-        }
+        if (!b->resolver)
+                return broker_reload(b);
 
         /* A depmod run or an edited modprobe.d makes what we know stale. */
-        if (resolver_is_stale(m->resolver)) {
-                e = broker_reload(m);
+        if (resolver_is_stale(b->resolver)) {
+                e = broker_reload(b);
                 if (e < 0)
                         log_warning_errno(e, "Failed to re-read module indexes, using the old ones: %m");
                 else
                         log_info("Module indexes or configuration changed, re-read them.");
         }
+        return 0;
+}
 
-        /* --first-time depends on what the kernel has now: never cached. */
-        if (!(flags & RESOLVE_FIRST_TIME)) {
-                key = strdup_printf("%s%c%u%c%s", name, 0x1f, (unsigned) flags, 0x1f, parameters ?: "");
-                if (!key)
-                        return -ENOMEM;
-                p = hashmap_get(m->plan_cache, key);
-                if (p) {
-                        m->stats.resolve_cache_hits++;
-                        p->n_ref++;
-                        *ret = p;
-                        return 0;
-                }
+int broker_resolve(Broker *b, const char *name, const char *parameters, ResolveFlags flags, CachedPlan **ret) {
+        _cleanup_free_ char *key = NULL;
+        CachedPlan *p;
+        int e;
+
+        e = broker_fresh_resolver(b);
+        if (e < 0)
+                return e;
+
+        /* Plans are made as if nothing were loaded (the scheduler looks at the kernel), so they
+         * keep: --first-time too, which is judged against the kernel at load time. */
+        key = strdup_printf("%s%c%u%c%s", name, 0x1f, (unsigned) (flags & ~RESOLVE_FIRST_TIME), 0x1f, parameters ?: "");
+        if (!key)
+                return -ENOMEM;
+        p = hashmap_get(b->plan_cache, key);
+        if (p) {
+                b->stats.resolve_cache_hits++;
+                p->n_ref++;
+                *ret = p;
+                return 0;
         }
 
         p = calloc(1, sizeof(CachedPlan));
         if (!p)
                 return -ENOMEM;
         p->n_ref = 1;
-        e = resolver_plan_load(m->resolver, name, parameters, flags | RESOLVE_IGNORE_LOADED, &p->plan);
+        e = resolver_plan_load(b->resolver, name, parameters, (flags & ~RESOLVE_FIRST_TIME) | RESOLVE_IGNORE_LOADED,
+                               &p->plan);
         if (e == -ENOMEM) {
                 free(p);
                 return e;
         }
         p->error = e < 0 ? e : 0;
 
-        if (key) {
-                if (hashmap_size(m->plan_cache) >= MANAGER_RESOLVE_CACHE_MAX)
-                        hashmap_clear(m->plan_cache);
-                if (hashmap_put(m->plan_cache, key, p) >= 0)
-                        p->n_ref++;
-        }
+        if (hashmap_size(b->plan_cache) >= BROKER_RESOLVE_CACHE_MAX)
+                hashmap_clear(b->plan_cache);
+        if (hashmap_put(b->plan_cache, key, p) >= 0)
+                p->n_ref++;
         *ret = p;
         return 0;
 }
 
 /* --- pending counts per UID ----------------------------------------------- */
 
-static UidPending *uid_pending(Manager *m, uid_t uid, bool create) {
-        for (size_t i = 0; i < m->n_uid_pending; i++)
-                if (m->uid_pending[i].uid == uid)
-                        return &m->uid_pending[i];
+static UidPending *uid_pending(Broker *b, uid_t uid, bool create) {
+        for (size_t i = 0; i < b->n_uid_pending; i++)
+                if (b->uid_pending[i].uid == uid)
+                        return &b->uid_pending[i];
         if (!create)
                 return NULL;
-        UidPending *n = reallocarray(m->uid_pending, m->n_uid_pending + 1, sizeof(UidPending));
+        UidPending *n = reallocarray(b->uid_pending, b->n_uid_pending + 1, sizeof(UidPending));
         if (!n)
                 return NULL;
-        m->uid_pending = n;
-        m->uid_pending[m->n_uid_pending] = (UidPending){ .uid = uid };
-        return &m->uid_pending[m->n_uid_pending++];
+        b->uid_pending = n;
+        b->uid_pending[b->n_uid_pending] = (UidPending){ .uid = uid };
+        return &b->uid_pending[b->n_uid_pending++];
 }
 
-unsigned broker_n_pending(const Manager *m, uid_t uid) {
-        for (size_t i = 0; i < m->n_uid_pending; i++)
-                if (m->uid_pending[i].uid == uid)
-                        return m->uid_pending[i].n;
+unsigned broker_n_pending(const Broker *b, uid_t uid) {
+        for (size_t i = 0; i < b->n_uid_pending; i++)
+                if (b->uid_pending[i].uid == uid)
+                        return b->uid_pending[i].n;
         return 0;
 }
 
-static void uid_pending_release(Manager *m, uid_t uid, unsigned n) {
-        UidPending *u = uid_pending(m, uid, false);
+static void uid_pending_release(Broker *b, uid_t uid, unsigned n) {
+        UidPending *u = uid_pending(b, uid, false);
         if (!u)
                 return;
         u->n -= MIN(u->n, n);
         if (u->n == 0)
-                *u = m->uid_pending[--m->n_uid_pending];
+                *u = b->uid_pending[--b->n_uid_pending];
 }
 
 /* --- events --------------------------------------------------------------- */
 
-static void emit(Manager *m, const char *kind, const char *name, const char *module, const char *result, int error,
+static void emit(Broker *b, const char *kind, const char *name, const char *module, const char *result, int error,
                  uint64_t duration_usec, int64_t uid, int64_t pid, int shared) {
         json_object *e;
 
-        if (m->n_subscribers == 0)
+        if (!b->config.emit || !b->config.want_events || !b->config.want_events(b->config.userdata))
                 return;
         e = json_object_new_object();
         if (!e || json_add_string(e, "kind", kind) < 0 || (name && json_add_string(e, "name", name) < 0) ||
@@ -214,106 +198,147 @@ static void emit(Manager *m, const char *kind, const char *name, const char *mod
                 json_object_put(e);
                 return;
         }
-        manager_emit_event(m, e);
+        b->config.emit(e, b->config.userdata);
+}
+
+/* --- what the scheduler tells ---------------------------------------------- */
+
+static void on_op_started(const SchedOpInfo *info, void *userdata) {
+        Broker *b = userdata;
+
+        if (IN_SET(info->kind, STEP_INSMOD, STEP_INSTALL))
+                emit(b, "loadStarted", NULL, info->module, NULL, 0, 0, info->uid, info->pid, -1);
+}
+
+static void on_op_finished(const SchedOpInfo *info, void *userdata) {
+        Broker *b = userdata;
+        const char *what = info->kind == STEP_INSTALL ? "Ran install command for" : "Inserted";
+
+        b->stats.kernel_calls += info->stats->kernel_calls;
+        b->stats.kernel_eexist += info->stats->kernel_eexist;
+        b->stats.bytes_decompressed += info->stats->bytes_decompressed;
+        b->stats.bytes_to_kernel += info->stats->bytes_to_kernel;
+        if (!IN_SET(info->kind, STEP_INSMOD, STEP_INSTALL))
+                return;
+        if (info->result > 0 && info->kind == STEP_INSMOD)
+                b->stats.modules_inserted++;
+        /* What every further caller would have handed to the kernel again. */
+        if (info->n_waiters > 1)
+                b->stats.bytes_avoided += info->stats->bytes_to_kernel * (info->n_waiters - 1);
+
+        if (info->result > 0)
+                log_info("%s %s in %" PRIu64 " ms for pid %d (uid %u), %zu caller(s) waiting, %" PRIu64
+                         " bytes to the kernel.",
+                         what, info->module, info->duration_usec / USEC_PER_MSEC, (int) info->pid, (unsigned) info->uid,
+                         info->n_waiters, info->stats->bytes_to_kernel);
+        else if (info->result < 0)
+                /* No such device: a driver for hardware that is not there (udev asks for those). */
+                log_full(info->optional || IN_SET(info->result, -ENODEV, -ENXIO) ? LOG_INFO : LOG_WARNING, "%s%s",
+                         info->message ?: info->module, info->optional ? " (optional, ignored)" : "");
+        emit(b, "loadFinished", NULL, info->module,
+             info->result > 0    ? "inserted"
+             : info->result == 0 ? "live"
+                                 : "failed",
+             info->result < 0 ? info->result : 0, info->duration_usec ?: 1, -1, -1, -1);
+}
+
+static int on_scheduler(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Broker *b = userdata;
+
+        (void) scheduler_dispatch(b->scheduler);
+        return 0;
 }
 
 /* --- batches -------------------------------------------------------------- */
 
-static void batch_free(Batch *b) {
-        Manager *m = b->manager;
+static void batch_free(Batch *bt) {
+        Broker *b = bt->broker;
 
-        if (b->prev)
-                b->prev->next = b->next;
+        if (bt->prev)
+                bt->prev->next = bt->next;
         else
-                m->batches = b->next;
-        if (b->next)
-                b->next->prev = b->prev;
-        m->n_batches--;
+                b->batches = bt->next;
+        if (bt->next)
+                bt->next->prev = bt->prev;
+        b->n_batches--;
 
-        for (size_t i = 0; i < b->n; i++) {
-                cached_plan_unref(b->requests[i].plan);
-                outcome_done(&b->outcomes[i]);
+        for (size_t i = 0; i < bt->n; i++) {
+                cached_plan_unref(bt->requests[i].plan);
+                plan_free(bt->requests[i].unload_plan);
+                outcome_done(&bt->outcomes[i]);
         }
-        uid_pending_release(m, b->uid, (unsigned) b->n_pending);
-        free(b->requests);
-        free(b->outcomes);
-        sd_event_source_disable_unref(b->timeout_source);
-        varlink_call_unref(b->call);
-        free(b);
+        uid_pending_release(b, bt->uid, (unsigned) bt->n_pending);
+        free(bt->requests);
+        free(bt->outcomes);
+        sd_event_source_disable_unref(bt->timeout_source);
+        varlink_call_unref(bt->call);
+        free(bt);
 }
 
-static void batch_send_reply(Batch *b) {
+static void batch_send_reply(Batch *bt) {
         _cleanup_(json_object_putp) json_object *p = json_object_new_object(), *list = json_object_new_array();
         int e = -ENOMEM;
 
-        b->answered = true;
-        b->timeout_source = sd_event_source_disable_unref(b->timeout_source);
+        bt->answered = true;
+        bt->timeout_source = sd_event_source_disable_unref(bt->timeout_source);
         if (p && list) {
                 e = 0;
-                for (size_t i = 0; e >= 0 && i < b->n; i++)
-                        e = json_object_array_add(list, outcome_to_json(&b->outcomes[i])) < 0 ? -ENOMEM : 0;
+                for (size_t i = 0; e >= 0 && i < bt->n; i++)
+                        e = json_object_array_add(list, outcome_to_json(&bt->outcomes[i])) < 0 ? -ENOMEM : 0;
                 if (e >= 0)
                         e = json_add(p, "outcomes", TAKE_PTR(list));
         }
         if (e >= 0)
-                e = varlink_call_reply(b->call, TAKE_PTR(p));
+                e = varlink_call_reply(bt->call, TAKE_PTR(p));
         if (e < 0)
-                log_warning_errno(e, "Failed to answer a %s call: %m", b->unload ? "Unload" : "Load");
+                log_warning_errno(e, "Failed to answer a %s call: %m", bt->unload ? "Unload" : "Load");
 }
 
 /* The last request of the batch is done: answer (unless time ran out before) and forget it. */
-static void batch_done(Batch *b) {
-        Manager *m = b->manager;
+static void batch_done(Batch *bt) {
+        Broker *b = bt->broker;
 
-        if (!b->answered)
-                batch_send_reply(b);
-        batch_free(b);
-        manager_notify_status(m, false);
-        manager_work_done(m);
+        if (!bt->answered)
+                batch_send_reply(bt);
+        batch_free(bt);
+        if (b->config.work_done)
+                b->config.work_done(b->config.userdata);
 }
 
 /* Count a request's outcome once, when its caller learns it. */
-static void outcome_account(Manager *m, const Outcome *o, uid_t uid, pid_t pid) {
-        m->stats.requests++;
+static void outcome_account(Broker *b, const Outcome *o, uid_t uid, pid_t pid) {
+        b->stats.requests++;
         if (o->shared)
-                m->stats.shared_requests++;
+                b->stats.shared_requests++;
         if (o->result == OUTCOME_NOT_FOUND)
-                m->stats.not_found++;
+                b->stats.not_found++;
         else if (!outcome_result_is_success(o->result) && o->result != OUTCOME_BLACKLISTED)
-                m->stats.failures++;
-        emit(m, "answered", o->name, NULL, outcome_result_to_string(o->result), o->error, 0, uid, pid, o->shared);
+                b->stats.failures++;
+        emit(b, "answered", o->name, NULL, outcome_result_to_string(o->result), o->error, 0, uid, pid, o->shared);
 }
 
-/* Fill in a request's outcome from how its plan went; the batch is answered with its last one. */
-static void request_finish(Request *req, OutcomeResult result, int error, char *message) {
-        Batch *b = req->batch;
-        Outcome *o = &b->outcomes[req->index];
-        Manager *m = b->manager;
+/* A request's outcome is complete; the batch is answered with its last one. */
+static void request_finish(Request *req) {
+        Batch *bt = req->batch;
+        Outcome *o = &bt->outcomes[req->index];
+        Broker *b = bt->broker;
 
-        if (req->done) {
-                free(message);
+        if (req->done)
                 return;
-        }
         req->done = true;
-        if (b->answered)
-                /* Its caller was told it timed out; the work is done now, nobody to tell. */
-                free(message);
-        else {
-                o->result = result;
-                o->error = error;
-                free(o->message);
-                o->message = message;
-                o->shared = req->shared;
-                outcome_account(m, o, b->uid, b->pid);
-        }
+        req->job = NULL;
+        /* A caller told it timed out is not counted again. */
+        if (!bt->answered)
+                outcome_account(b, o, bt->uid, bt->pid);
 
-        uid_pending_release(m, b->uid, 1);
-        if (--b->n_pending == 0)
-                batch_done(b);
+        uid_pending_release(b, bt->uid, 1);
+        if (--bt->n_pending == 0)
+                batch_done(bt);
 }
 
 static void request_fail(Request *req, int error, const char *format, ...) _printf_(3, 4);
 static void request_fail(Request *req, int error, const char *format, ...) {
+        Outcome *o = &req->batch->outcomes[req->index];
         va_list ap;
         char *msg;
 
@@ -321,454 +346,281 @@ static void request_fail(Request *req, int error, const char *format, ...) {
         if (vasprintf(&msg, format, ap) < 0)
                 msg = NULL;
         va_end(ap);
-        request_finish(req, OUTCOME_FAILED, error, msg);
+        if (!req->batch->answered) {
+                o->result = OUTCOME_FAILED;
+                o->error = error;
+                free(o->message);
+                o->message = msg;
+        } else
+                free(msg);
+        request_finish(req);
+}
+
+/* The scheduler carried a request's plan out. */
+static void request_on_job_done(SchedJob *job, SchedResult *r, void *userdata) {
+        Request *req = userdata;
+        Batch *bt = req->batch;
+        Outcome *o = &bt->outcomes[req->index];
+
+        if (bt->unload)
+                emit(bt->broker, "unloadFinished", NULL, req->unload_plan->name, outcome_result_to_string(r->result),
+                     r->error, 0, -1, -1, -1);
+        if (!bt->answered) {
+                o->result = r->result;
+                o->error = r->error;
+                o->shared = r->shared;
+                free(o->message);
+                o->message = TAKE_PTR(r->message);
+        }
+        request_finish(req);
 }
 
 static int batch_on_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
-        Batch *b = userdata;
-        Manager *m = b->manager;
-        uint64_t secs = m->load_timeout_usec / USEC_PER_SEC;
+        Batch *bt = userdata;
+        Broker *b = bt->broker;
+        uint64_t secs = b->config.load_timeout_usec / USEC_PER_SEC;
 
-        /* The caller gets its answer now; the loads go on, and so do the requests behind them
-         * (a module whose init asks for itself would otherwise hold the caller forever). */
-        for (size_t i = 0; i < b->n; i++) {
-                Request *req = &b->requests[i];
-                Outcome *o = &b->outcomes[i];
+        /* The caller gets its answer now; the loads go on (a module whose init asks for itself
+         * would otherwise hold the caller forever). */
+        for (size_t i = 0; i < bt->n; i++) {
+                Request *req = &bt->requests[i];
+                Outcome *o = &bt->outcomes[i];
                 const char *module;
 
                 if (req->done)
                         continue;
-                module = req->waiting && req->waiting->key ? req->waiting->key : o->name;
+                module = (req->job ? sched_job_waiting_for(req->job) : NULL) ?: o->name;
                 o->result = OUTCOME_FAILED;
                 o->error = -ETIMEDOUT;
-                o->shared = req->shared;
                 free(o->message);
                 o->message =
                         strdup_printf("Gave up waiting for %s after %" PRIu64 " s; the load goes on", module, secs);
-                outcome_account(m, o, b->uid, b->pid);
+                outcome_account(b, o, bt->uid, bt->pid);
         }
-        batch_send_reply(b);
+        batch_send_reply(bt);
         return 0;
 }
 
-static int batch_new(Manager *m, VarlinkCall *call, char **names, bool unload, Batch **ret) {
+static int batch_new(Broker *b, VarlinkCall *call, char **names, bool unload, Batch **ret) {
         size_t n = strv_length(names);
-        Batch *b;
+        Batch *bt;
         UidPending *u;
         int e;
 
-        b = calloc(1, sizeof(Batch));
-        if (!b)
+        bt = calloc(1, sizeof(Batch));
+        if (!bt)
                 return -ENOMEM;
-        b->manager = m;
-        b->call = varlink_call_ref(call);
-        b->unload = unload;
-        b->uid = varlink_call_peer_uid(call);
-        b->pid = varlink_call_peer_pid(call);
-        b->n = b->n_pending = n;
-        b->outcomes = calloc(n, sizeof(Outcome));
-        b->requests = calloc(n, sizeof(Request));
-        u = uid_pending(m, b->uid, true);
-        b->next = m->batches;
-        if (b->next)
-                b->next->prev = b;
-        m->batches = b;
-        m->n_batches++;
-        if (!b->outcomes || !b->requests || !u) {
-                b->n = b->n_pending = 0;
-                batch_free(b);
+        bt->broker = b;
+        bt->call = varlink_call_ref(call);
+        bt->unload = unload;
+        bt->uid = varlink_call_peer_uid(call);
+        bt->pid = varlink_call_peer_pid(call);
+        bt->n = bt->n_pending = n;
+        bt->outcomes = calloc(n, sizeof(Outcome));
+        bt->requests = calloc(n, sizeof(Request));
+        u = uid_pending(b, bt->uid, true);
+        bt->next = b->batches;
+        if (bt->next)
+                bt->next->prev = bt;
+        b->batches = bt;
+        b->n_batches++;
+        if (!bt->outcomes || !bt->requests || !u) {
+                bt->n = bt->n_pending = 0;
+                batch_free(bt);
                 return -ENOMEM;
         }
         u->n += (unsigned) n;
 
         for (size_t i = 0; i < n; i++) {
-                b->requests[i] = (Request){ .batch = b, .index = i };
-                b->outcomes[i].name = strdup(names[i]);
-                b->outcomes[i].modules = calloc(1, sizeof(char *));
-                if (!b->outcomes[i].name || !b->outcomes[i].modules) {
-                        batch_free(b);
+                bt->requests[i] = (Request){ .batch = bt, .index = i };
+                bt->outcomes[i].name = strdup(names[i]);
+                bt->outcomes[i].modules = calloc(1, sizeof(char *));
+                if (!bt->outcomes[i].name || !bt->outcomes[i].modules) {
+                        batch_free(bt);
                         return -ENOMEM;
                 }
         }
-        e = sd_event_add_time_relative(m->event, &b->timeout_source, CLOCK_MONOTONIC, m->load_timeout_usec, 0,
-                                       batch_on_timeout, b);
+        e = sd_event_add_time_relative(b->config.event, &bt->timeout_source, CLOCK_MONOTONIC,
+                                       b->config.load_timeout_usec, 0, batch_on_timeout, bt);
         if (e < 0) {
-                batch_free(b);
+                batch_free(bt);
                 return e;
         }
-        *ret = b;
+        *ret = bt;
         return 0;
 }
 
-/* --- jobs ----------------------------------------------------------------- */
+/* The outcome load_prepare()/unload_prepare() made replaces the request's (name kept). */
+static void request_set_outcome(Request *req, Outcome *o) {
+        Outcome *dst = &req->batch->outcomes[req->index];
 
-static void job_free(Job *j) {
-        free(j->key);
-        free(j->waiters);
-        free(j->message);
-        cached_plan_unref(j->plan);
-        free(j);
+        outcome_done(dst);
+        *dst = *o;
 }
 
-static void job_run(WorkItem *w) {
-        Job *j = (Job *) w;
-        uint64_t start = now_usec(CLOCK_MONOTONIC);
-
-        j->result = execute_step(j->manager->loader, j->step, j->load_flags, false, 0, &j->stats, &j->message);
-        j->duration_usec = now_usec(CLOCK_MONOTONIC) - start;
-}
-
-static void job_done(WorkItem *w) {
-        Job *j = (Job *) w;
-        Manager *m = j->manager;
-        const char *what = j->step->kind == STEP_INSTALL ? "Ran install command for" : "Inserted";
-
-        hashmap_remove(m->jobs, j->key);
-
-        m->stats.kernel_calls += j->stats.kernel_calls;
-        m->stats.kernel_eexist += j->stats.kernel_eexist;
-        m->stats.bytes_decompressed += j->stats.bytes_decompressed;
-        m->stats.bytes_to_kernel += j->stats.bytes_to_kernel;
-        if (j->result > 0 && j->step->kind == STEP_INSMOD)
-                m->stats.modules_inserted++;
-
-        if (j->result > 0)
-                log_info("%s %s in %" PRIu64 " ms for pid %d (uid %u), %zu caller(s) waiting, %" PRIu64
-                         " bytes to the kernel.",
-                         what, j->key, j->duration_usec / USEC_PER_MSEC, (int) j->pid, (unsigned) j->uid, j->n_waiters,
-                         j->stats.bytes_to_kernel);
-        else if (j->result < 0)
-                /* No such device: a driver for hardware that is not there (udev asks for those). */
-                log_full(j->step->optional || IN_SET(j->result, -ENODEV, -ENXIO) ? LOG_INFO : LOG_WARNING, "%s%s",
-                         j->message ?: j->key, j->step->optional ? " (optional, ignored)" : "");
-        emit(m, "loadFinished", NULL, j->key,
-             j->result > 0    ? "inserted"
-             : j->result == 0 ? "live"
-                              : "failed",
-             j->result < 0 ? j->result : 0, j->duration_usec ?: 1, -1, -1, -1);
-
-        /* Every waiter gets the same result; each moves on (which may start or join other jobs).
-         * What the result means is up to each waiter's own step: the module one request needs
-         * may be an optional softdep of the request that started the load. */
-        for (size_t i = 0; i < j->n_waiters; i++) {
-                Request *req = j->waiters[i];
-                const Step *own = &req->plan->plan->steps[req->next_step];
-
-                req->waiting = NULL;
-                if (i > 0)
-                        m->stats.bytes_avoided += j->stats.bytes_to_kernel;
-                if (j->result < 0 && !own->optional) {
-                        request_finish(req, OUTCOME_FAILED, j->result, j->message ? strdup(j->message) : NULL);
-                        continue;
-                }
-                if (j->result == 0 && own->target && req->first_time) {
-                        request_fail(req, -EEXIST, "Module %s already in kernel", j->key);
-                        continue;
-                }
-                if (j->result > 0)
-                        req->changed = true;
-                req->next_step++;
-                request_advance(req);
-        }
-        job_free(j);
-        manager_work_done(m);
-}
-
-static int job_start(Request *req, const Step *step) {
-        Batch *b = req->batch;
-        Manager *m = b->manager;
-        Job *j;
-        int e;
-
-        j = calloc(1, sizeof(Job));
-        if (!j)
-                return -ENOMEM;
-        j->work.run = job_run;
-        j->work.done = job_done;
-        j->manager = m;
-        j->key = strdup(step->module);
-        j->waiters = calloc(1, sizeof(Request *));
-        if (!j->key || !j->waiters) {
-                job_free(j);
-                return -ENOMEM;
-        }
-        j->step = step;
-        j->plan = req->plan;
-        j->plan->n_ref++;
-        j->load_flags = b->load_flags;
-        j->pid = b->pid;
-        j->uid = b->uid;
-        j->start_usec = now_usec(CLOCK_MONOTONIC);
-        j->waiters[j->n_waiters++] = req;
-
-        e = hashmap_put(m->jobs, j->key, j);
-        if (e < 0) {
-                job_free(j);
-                return e;
-        }
-        req->waiting = j;
-        emit(m, "loadStarted", NULL, j->key, NULL, 0, 0, j->uid, j->pid, -1);
-        workers_submit(m->workers, &j->work);
-        return 0;
-}
-
-static int job_join(Job *j, Request *req) {
-        Request **n = reallocarray(j->waiters, j->n_waiters + 1, sizeof(Request *));
-
-        if (!n)
-                return -ENOMEM;
-        j->waiters = n;
-        j->waiters[j->n_waiters++] = req;
-        req->waiting = j;
-        return 0;
-}
-
-/* --- requests ------------------------------------------------------------- */
-
-static OutcomeResult request_final_result(Request *req) {
-        const Plan *p = req->plan->plan;
-        bool all_builtin = true;
-
-        if (req->changed)
-                return OUTCOME_INSERTED;
-        for (size_t i = 0; i < p->n_steps; i++)
-                if (p->steps[i].target && p->steps[i].kind != STEP_BUILTIN)
-                        all_builtin = false;
-        return all_builtin ? OUTCOME_BUILTIN : OUTCOME_LIVE;
-}
-
-/* Move a request along its plan until it must wait for a job, or is done. */
-static void request_advance(Request *req) {
-        Manager *m = req->batch->manager;
-        const Plan *p = req->plan->plan;
-        int e;
-
-        while (!req->done && req->next_step < p->n_steps) {
-                const Step *s = &p->steps[req->next_step];
-                Job *j;
-
-                if (s->kind == STEP_BUILTIN) {
-                        req->next_step++;
-                        continue;
-                }
-                j = hashmap_get(m->jobs, s->module);
-                if (j) {
-                        /* Someone is loading it already: wait for that load, do not start another. */
-                        if (s->target)
-                                req->shared = true;
-                        e = job_join(j, req);
-                        if (e < 0)
-                                request_fail(req, e, "Out of memory");
-                        return;
-                }
-                if (s->kind == STEP_INSMOD && IN_SET(loader_module_state(s->module), 'L', 'C', 'B')) {
-                        /* In the kernel already: answered without a kernel call. */
-                        if (s->target && req->first_time) {
-                                request_fail(req, -EEXIST, "Module %s already in kernel", s->module);
-                                return;
-                        }
-                        if (s->target)
-                                req->shared = true;
-                        req->next_step++;
-                        continue;
-                }
-                if (m->shutting_down) {
-                        request_fail(req, -ECANCELED, "modloadd is shutting down");
-                        return;
-                }
-                e = job_start(req, s);
-                if (e < 0)
-                        request_fail(req, e, "Could not start loading %s: %s", s->module, strerror(-e));
-                return;
-        }
-        if (!req->done)
-                request_finish(req, request_final_result(req), 0, NULL);
-}
+/* --- load ------------------------------------------------------------------ */
 
 static void request_start(Request *req, const LoadRequest *options) {
-        Batch *b = req->batch;
-        Manager *m = b->manager;
-        Outcome *o = &b->outcomes[req->index];
-        const Plan *p;
+        Batch *bt = req->batch;
+        Broker *b = bt->broker;
+        const char *name = bt->outcomes[req->index].name;
+        LoadRequest lr = *options;
+        Outcome o;
         int e;
 
-        emit(m, "request", o->name, NULL, NULL, 0, 0, b->uid, b->pid, -1);
-        req->first_time = options->resolve_flags & RESOLVE_FIRST_TIME;
+        emit(b, "request", name, NULL, NULL, 0, 0, bt->uid, bt->pid, -1);
+        lr.name = name;
 
-        e = broker_resolve(m, o->name, options->parameters, options->resolve_flags, &req->plan);
+        e = broker_resolve(b, name, options->parameters, options->resolve_flags, &req->plan);
         if (e < 0)
-                return request_fail(req, e, "Cannot read the module indexes to resolve %s: %s", o->name, strerror(-e));
+                return request_fail(req, e, "Cannot read the module indexes to resolve %s: %s", name, strerror(-e));
 
-        if (req->plan->error < 0) {
-                e = req->plan->error;
-                if (e == -ENOENT)
-                        return request_finish(req, OUTCOME_NOT_FOUND, e,
-                                              strdup_printf("Module %s not found in directory %s", o->name,
-                                                            resolver_module_dir(m->resolver)));
-                if (e == -EEXIST)
-                        return request_fail(req, e, "Module %s already in kernel", o->name);
-                return request_fail(req, e, "Could not resolve %s: %s", o->name, strerror(-e));
-        }
-        p = req->plan->plan;
-        strv_free(o->modules);
-        o->modules = plan_module_list(p);
-        if (!o->modules) {
-                o->modules = calloc(1, sizeof(char *));
-                return request_fail(req, -ENOMEM, "Out of memory");
-        }
+        e = load_prepare(b->resolver, &lr, req->plan->error, req->plan->plan, &o);
+        if (e < 0)
+                return request_fail(req, e, "Out of memory");
+        request_set_outcome(req, &o);
+        if (e == 0)
+                return request_finish(req);
 
-        if (p->result == PLAN_RESULT_BLACKLISTED) {
-                /* As kmod: what is in the kernel already is fine, blacklisted or not. */
-                bool live = p->n_modules > 0;
-                for (size_t i = 0; i < p->n_modules; i++)
-                        live = live && IN_SET(loader_module_state(p->modules[i]), 'L', 'B');
-                if (live) {
-                        req->shared = true;
-                        return request_finish(req, OUTCOME_LIVE, 0, NULL);
-                }
-                return request_finish(req, OUTCOME_BLACKLISTED, 0, strdup_printf("Module %s is blacklisted", o->name));
-        }
-        if (p->result == PLAN_RESULT_BUILTIN)
-                return request_finish(req, OUTCOME_BUILTIN, 0, NULL);
-        if (p->result != PLAN_RESULT_STEPS) {
-                req->shared = true;
-                return request_finish(req, OUTCOME_LIVE, 0, NULL);
-        }
-        if (options->dry_run)
-                return request_finish(req, OUTCOME_DRY_RUN, 0, NULL);
-
-        request_advance(req);
+        e = scheduler_load(b->scheduler, req->plan->plan, options->load_flags,
+                           options->resolve_flags & RESOLVE_FIRST_TIME, &(SchedCaller){ bt->uid, bt->pid },
+                           request_on_job_done, req, &req->job);
+        if (e < 0)
+                request_fail(req, e, "Could not start loading %s: %s", name, strerror(-e));
 }
 
-int broker_load(Manager *m, VarlinkCall *call, char **names, const LoadRequest *options) {
-        Batch *b;
+int broker_load(Broker *b, VarlinkCall *call, char **names, const LoadRequest *options) {
+        Batch *bt;
         int e;
 
-        e = batch_new(m, call, names, false, &b);
+        e = batch_new(b, call, names, false, &bt);
         if (e < 0)
                 return e;
-        b->load_flags = options->load_flags;
-
         /* The batch is freed when its last request finishes: nothing touches it after the last start. */
-        for (size_t i = 0, n = b->n; i < n; i++)
-                request_start(&b->requests[i], options);
+        for (size_t i = 0, n = bt->n; i < n; i++)
+                request_start(&bt->requests[i], options);
         return 0;
 }
 
-/* --- unload --------------------------------------------------------------- */
-
-static void unload_run(WorkItem *w) {
-        UnloadJob *u = (UnloadJob *) w;
-        execute_unload_steps(u->plan, &u->options, &u->outcome);
-}
-
-static void unload_done(WorkItem *w) {
-        UnloadJob *u = (UnloadJob *) w;
-        Manager *m = u->manager;
-
-        emit(m, "unloadFinished", NULL, u->plan->name, outcome_result_to_string(u->outcome.result), u->outcome.error, 0,
-             -1, -1, -1);
-        request_finish(u->req, u->outcome.result, u->outcome.error, TAKE_PTR(u->outcome.message));
-        plan_free(u->plan);
-        outcome_done(&u->outcome);
-        free(u);
-        manager_work_done(m);
-}
+/* --- unload ---------------------------------------------------------------- */
 
 static void unload_start(Request *req, const UnloadRequest *options) {
-        Batch *b = req->batch;
-        Manager *m = b->manager;
-        Outcome *o = &b->outcomes[req->index];
+        Batch *bt = req->batch;
+        Broker *b = bt->broker;
+        const char *name = bt->outcomes[req->index].name;
         UnloadRequest opts = *options;
-        _cleanup_(plan_freep) Plan *p = NULL;
-        UnloadJob *u;
-        Outcome planned;
+        Outcome o;
         int e;
 
-        emit(m, "request", o->name, NULL, NULL, 0, 0, b->uid, b->pid, -1);
-        opts.name = o->name;
+        emit(b, "request", name, NULL, NULL, 0, 0, bt->uid, bt->pid, -1);
+        opts.name = name;
 
-        /* Planning needs libkmod (this thread); removing may wait (a worker). */
-        if (!m->resolver && broker_reload(m) < 0)
-                return request_fail(req, -ENOENT, "Cannot read the module indexes to resolve %s", o->name);
-        e = resolver_plan_unload(m->resolver, o->name, opts.resolve_flags, &p);
+        if (broker_fresh_resolver(b) < 0)
+                return request_fail(req, -ENOENT, "Cannot read the module indexes to resolve %s", name);
+        e = resolver_plan_unload(b->resolver, name, unload_resolve_flags(&opts), &req->unload_plan);
         if (e == -ENOMEM)
                 return request_fail(req, e, "Out of memory");
-        e = unload_prepare(m->resolver, &opts, e, p, &planned);
+        e = unload_prepare(b->resolver, &opts, e, req->unload_plan, &o);
         if (e < 0)
-                return request_fail(req, e, "Could not resolve %s: %s", o->name, strerror(-e));
-        strv_free(o->modules);
-        o->modules = TAKE_PTR(planned.modules);
-        if (e == 0) {
-                request_finish(req, planned.result, planned.error, TAKE_PTR(planned.message));
-                outcome_done(&planned);
-                return;
-        }
+                return request_fail(req, e, "Could not resolve %s: %s", name, strerror(-e));
+        request_set_outcome(req, &o);
+        if (e == 0)
+                return request_finish(req);
 
-        u = calloc(1, sizeof(UnloadJob));
-        if (!u) {
-                outcome_done(&planned);
-                return request_fail(req, -ENOMEM, "Out of memory");
-        }
-        u->work.run = unload_run;
-        u->work.done = unload_done;
-        u->req = req;
-        u->manager = m;
-        u->plan = TAKE_PTR(p);
-        u->options = opts;
-        u->outcome = planned;
-        workers_submit(m->workers, &u->work);
+        e = scheduler_unload(b->scheduler, req->unload_plan, &opts, &(SchedCaller){ bt->uid, bt->pid },
+                             request_on_job_done, req, &req->job);
+        if (e < 0)
+                request_fail(req, e, "Could not start unloading %s: %s", name, strerror(-e));
 }
 
-int broker_unload(Manager *m, VarlinkCall *call, char **names, const UnloadRequest *options) {
-        Batch *b;
+int broker_unload(Broker *b, VarlinkCall *call, char **names, const UnloadRequest *options) {
+        Batch *bt;
         int e;
 
-        e = batch_new(m, call, names, true, &b);
+        e = batch_new(b, call, names, true, &bt);
         if (e < 0)
                 return e;
         /* The batch is freed when its last request finishes: nothing touches it after the last start. */
-        for (size_t i = 0, n = b->n; i < n; i++)
-                unload_start(&b->requests[i], options);
+        for (size_t i = 0, n = bt->n; i < n; i++)
+                unload_start(&bt->requests[i], options);
         return 0;
 }
 
 /* --- setup ---------------------------------------------------------------- */
 
-int broker_setup(Manager *m) {
-        int e;
-
-        m->jobs = hashmap_new(NULL);
-        m->plan_cache = hashmap_new(cached_plan_unref_void);
-        if (!m->jobs || !m->plan_cache)
-                return -ENOMEM;
-        e = resolver_new(&m->resolver, &m->resolver_config);
-        if (e < 0)
-                log_warning_errno(e, "Cannot read the module directory %s, will try again on the first request: %m",
-                                  m->resolver_config.module_dir ?: "of the running kernel");
-        e = loader_new(&m->loader, m->policy, NULL);
-        if (e < 0)
-                return e;
-        return workers_new(&m->workers, m->event, m->n_workers);
+bool broker_busy(const Broker *b) {
+        return b->n_batches > 0 || (b->scheduler && scheduler_busy(b->scheduler));
 }
 
-void broker_shutdown(Manager *m) {
-        m->shutting_down = true;
-        /* Loads in flight finish; their callers are answered. */
-        m->workers = workers_free(m->workers);
+const BrokerStats *broker_stats(const Broker *b) {
+        return &b->stats;
+}
+
+int broker_new(Broker **ret, const BrokerConfig *config) {
+        _cleanup_(broker_freep) Broker *b = NULL;
+        unsigned n;
+        int e;
+
+        b = calloc(1, sizeof(Broker));
+        if (!b)
+                return -ENOMEM;
+        b->config = *config;
+        b->config.load_timeout_usec = config->load_timeout_usec ?: BROKER_LOAD_TIMEOUT_USEC;
+        b->resolver_config.module_dir = config->module_dir;
+        b->plan_cache = hashmap_new(cached_plan_unref_void);
+        if (!b->plan_cache)
+                return -ENOMEM;
+        e = resolver_new(&b->resolver, &b->resolver_config);
+        if (e < 0)
+                log_warning_errno(e, "Cannot read the module directory %s, will try again on the first request: %m",
+                                  config->module_dir ?: "of the running kernel");
+        e = loader_new(&b->loader, config->policy, NULL);
+        if (e < 0)
+                return e;
+        n = config->n_decompress ?: (unsigned) MAX(sysconf(_SC_NPROCESSORS_ONLN), 1L);
+        loader_set_max_decompress(b->loader, n);
+
+        e = scheduler_new(&b->scheduler, b->loader);
+        if (e < 0)
+                return e;
+        scheduler_set_callbacks(b->scheduler, &(SchedulerCallbacks){
+                                                      .op_started = on_op_started,
+                                                      .op_finished = on_op_finished,
+                                                      .userdata = b,
+                                              });
+        e = sd_event_add_io(config->event, &b->scheduler_source, scheduler_get_fd(b->scheduler), EPOLLIN, on_scheduler,
+                            b);
+        if (e < 0)
+                return e;
+        *ret = TAKE_PTR(b);
+        return 0;
+}
+
+void broker_drain(Broker *b) {
+        if (!b)
+                return;
+        /* Loads in flight finish and their callers are answered; nothing new starts. */
+        b->scheduler = scheduler_free(b->scheduler);
         /* What still waits (cannot: every job was delivered) is answered as cancelled. */
-        while (m->batches) {
-                Batch *b = m->batches;
-                for (size_t i = 0; i < b->n && m->batches == b; i++)
-                        if (!b->requests[i].done)
-                                request_fail(&b->requests[i], -ECANCELED, "modloadd is shutting down");
-                if (m->batches == b)
-                        batch_free(b);
+        while (b->batches) {
+                Batch *bt = b->batches;
+                for (size_t i = 0; i < bt->n && b->batches == bt; i++)
+                        if (!bt->requests[i].done)
+                                request_fail(&bt->requests[i], -ECANCELED, "modloadd is shutting down");
+                if (b->batches == bt)
+                        batch_free(bt);
         }
-        hashmap_free(m->jobs);
-        m->jobs = NULL;
-        hashmap_free(m->plan_cache);
-        m->plan_cache = NULL;
-        m->loader = loader_free(m->loader);
-        m->resolver = resolver_free(m->resolver);
+}
+
+Broker *broker_free(Broker *b) {
+        if (!b)
+                return NULL;
+        broker_drain(b);
+        sd_event_source_disable_unref(b->scheduler_source);
+        hashmap_free(b->plan_cache);
+        loader_free(b->loader);
+        resolver_free(b->resolver);
+        free(b->uid_pending);
+        free(b);
+        return NULL;
 }

@@ -46,9 +46,14 @@ static void manager_emit(Manager *m, json_object *event) {
         }
 }
 
-void manager_emit_event(Manager *m, json_object *event) {
-        manager_emit(m, event);
+static void manager_on_broker_event(json_object *event, void *userdata) {
+        manager_emit(userdata, event);
         json_object_put(event);
+}
+
+static bool manager_want_events(void *userdata) {
+        Manager *m = userdata;
+        return m->n_subscribers > 0;
 }
 
 static void manager_on_call(VarlinkCall *call, void *userdata) {
@@ -103,6 +108,7 @@ static int method_monitor(VarlinkCall *call, json_object *parameters, void *user
 static int method_get_statistics(VarlinkCall *call, json_object *parameters, void *userdata) {
         _cleanup_(json_object_putp) json_object *p = json_object_new_object();
         Manager *m = userdata;
+        const BrokerStats *st = broker_stats(m->broker);
         VarlinkServerStats vs;
 
         if (!p)
@@ -113,17 +119,17 @@ static int method_get_statistics(VarlinkCall *call, json_object *parameters, voi
                 const char *name;
                 uint64_t value;
         } fields[] = {
-                { "requests", m->stats.requests },
-                { "sharedRequests", m->stats.shared_requests },
-                { "modulesInserted", m->stats.modules_inserted },
-                { "kernelCalls", m->stats.kernel_calls },
-                { "kernelEEXIST", m->stats.kernel_eexist },
-                { "bytesDecompressed", m->stats.bytes_decompressed },
-                { "bytesToKernel", m->stats.bytes_to_kernel },
-                { "bytesAvoided", m->stats.bytes_avoided },
-                { "resolveCacheHits", m->stats.resolve_cache_hits },
-                { "failures", m->stats.failures },
-                { "notFound", m->stats.not_found },
+                { "requests", st->requests },
+                { "sharedRequests", st->shared_requests },
+                { "modulesInserted", st->modules_inserted },
+                { "kernelCalls", st->kernel_calls },
+                { "kernelEEXIST", st->kernel_eexist },
+                { "bytesDecompressed", st->bytes_decompressed },
+                { "bytesToKernel", st->bytes_to_kernel },
+                { "bytesAvoided", st->bytes_avoided },
+                { "resolveCacheHits", st->resolve_cache_hits },
+                { "failures", st->failures },
+                { "notFound", st->not_found },
                 { "uptimeSec", (now_usec(CLOCK_MONOTONIC) - m->start_usec) / USEC_PER_SEC },
                 { "connections", varlink_server_n_connections(m->server) },
                 { "connectionsTotal", vs.connections_total },
@@ -179,10 +185,10 @@ static int check_names(Manager *m, VarlinkCall *call, json_object *params, char 
                 }
                 return varlink_call_reply(call, reply);
         }
-        if (n > MANAGER_NAMES_MAX)
-                return reply_error_int(call, "io.modloadd.Manager.TooManyNames", "max", MANAGER_NAMES_MAX);
-        if (broker_n_pending(m, uid) + n > MANAGER_PENDING_PER_UID_MAX)
-                return reply_error_int(call, "io.modloadd.Manager.TooManyRequests", "max", MANAGER_PENDING_PER_UID_MAX);
+        if (n > BROKER_NAMES_MAX)
+                return reply_error_int(call, "io.modloadd.Manager.TooManyNames", "max", BROKER_NAMES_MAX);
+        if (broker_n_pending(m->broker, uid) + n > BROKER_PENDING_PER_UID_MAX)
+                return reply_error_int(call, "io.modloadd.Manager.TooManyRequests", "max", BROKER_PENDING_PER_UID_MAX);
         l = calloc(n + 1, sizeof(char *));
         if (!l)
                 return -ENOMEM;
@@ -208,7 +214,7 @@ static int method_load(VarlinkCall *call, json_object *params, void *userdata) {
         if (r <= 0)
                 return r;
         return broker_load(
-                m, call, names,
+                m->broker, call, names,
                 &(LoadRequest){
                         .parameters = p ? json_object_get_string(p) : NULL,
                         .resolve_flags = (json_flag(params, "applyBlacklist") ? RESOLVE_APPLY_BLACKLIST : 0) |
@@ -233,7 +239,7 @@ static int method_unload(VarlinkCall *call, json_object *params, void *userdata)
         if (r <= 0)
                 return r;
         return broker_unload(
-                m, call, names,
+                m->broker, call, names,
                 &(UnloadRequest){
                         .resolve_flags = (json_flag(params, "removeHolders") ? RESOLVE_REMOVE_HOLDERS : 0) |
                                          (json_flag(params, "ignoreRemove") ? RESOLVE_IGNORE_INSTALL : 0) |
@@ -263,6 +269,14 @@ static json_object *step_to_json(const Step *s) {
                 return NULL;
         if (s->kind == STEP_INSTALL && (step_expand_command(s, &cmd) < 0 || json_add_string(j, "command", cmd) < 0))
                 return NULL;
+        if (s->after && s->after[0]) {
+                json_object *a = json_object_new_array();
+                if (!a || json_add(j, "after", a) < 0)
+                        return NULL;
+                for (char **i = s->after; *i; i++)
+                        if (json_object_array_add(a, json_object_new_string(*i)) < 0)
+                                return NULL;
+        }
         return TAKE_PTR(j);
 }
 
@@ -281,7 +295,7 @@ static int method_describe(VarlinkCall *call, json_object *params, void *userdat
         if (!request_name_is_valid(name))
                 return reply_error_string(call, "io.modloadd.Manager.InvalidName", "name", name);
 
-        r = broker_resolve(m, name, p ? json_object_get_string(p) : NULL,
+        r = broker_resolve(m->broker, name, p ? json_object_get_string(p) : NULL,
                            (json_flag(params, "applyBlacklist") ? RESOLVE_APPLY_BLACKLIST : 0) |
                                    (json_flag(params, "ignoreInstall") ? RESOLVE_IGNORE_INSTALL : 0),
                            &cp);
@@ -366,7 +380,7 @@ static int method_reload(VarlinkCall *call, json_object *params, void *userdata)
         Manager *m = userdata;
         int r;
 
-        r = broker_reload(m);
+        r = broker_reload(m->broker);
         if (r < 0) {
                 log_warning_errno(r, "Reload: failed to re-read module indexes, keeping the old ones: %m");
                 return reply_error_string(call, "io.modloadd.Manager.ReloadFailed", "message", strerror(-r));
@@ -388,6 +402,7 @@ static const VarlinkMethod manager_methods[] = {
 /* --- status --------------------------------------------------------------- */
 
 void manager_notify_status(Manager *m, bool force) {
+        const BrokerStats *st = broker_stats(m->broker);
         uint64_t now = now_usec(CLOCK_MONOTONIC);
         char buf[256];
 
@@ -397,13 +412,12 @@ void manager_notify_status(Manager *m, bool force) {
         snprintf(buf, sizeof buf,
                  "STATUS=%" PRIu64 " requests (%" PRIu64 " shared), %" PRIu64 " modules inserted, %" PRIu64
                  " kernel calls, %" PRIu64 " KiB not copied twice",
-                 m->stats.requests, m->stats.shared_requests, m->stats.modules_inserted, m->stats.kernel_calls,
-                 m->stats.bytes_avoided / 1024);
+                 st->requests, st->shared_requests, st->modules_inserted, st->kernel_calls, st->bytes_avoided / 1024);
         (void) sd_notify(false, buf);
 }
 
 bool manager_busy(const Manager *m) {
-        return m->n_batches > 0 || (m->workers && workers_pending(m->workers) > 0);
+        return m->broker && broker_busy(m->broker);
 }
 
 /* --- idle exit ------------------------------------------------------------ */
@@ -442,7 +456,10 @@ static void manager_on_connections(VarlinkServer *server, unsigned n, void *user
                                                   manager_on_idle, m);
 }
 
-void manager_work_done(Manager *m) {
+static void manager_on_work_done(void *userdata) {
+        Manager *m = userdata;
+
+        manager_notify_status(m, false);
         /* Work that outlived its callers was all that kept us: let idle exit look again. */
         if (!m->shutting_down && !manager_busy(m) && varlink_server_n_connections(m->server) == 0)
                 manager_on_connections(m->server, 0, m);
@@ -492,13 +509,18 @@ int manager_new(Manager **ret, sd_event *event, const ManagerConfig *config) {
         m->event = sd_event_ref(event);
         m->start_usec = now_usec(CLOCK_MONOTONIC);
         m->idle_timeout_usec = USEC_INFINITY;
-        m->policy = config->policy;
-        m->n_workers = config->n_workers ?: (unsigned) MAX(sysconf(_SC_NPROCESSORS_ONLN), 1L);
-        m->n_workers = MIN(m->n_workers, WORKERS_MAX);
-        m->load_timeout_usec = config->load_timeout_usec ?: MANAGER_LOAD_TIMEOUT_USEC;
-        m->resolver_config.module_dir = config->module_dir;
 
-        r = broker_setup(m);
+        r = broker_new(&m->broker, &(BrokerConfig){
+                                           .event = event,
+                                           .n_decompress = config->n_workers,
+                                           .policy = config->policy,
+                                           .load_timeout_usec = config->load_timeout_usec,
+                                           .module_dir = config->module_dir,
+                                           .want_events = manager_want_events,
+                                           .emit = manager_on_broker_event,
+                                           .work_done = manager_on_work_done,
+                                           .userdata = m,
+                                   });
         if (r < 0)
                 return r;
 
@@ -533,15 +555,17 @@ Manager *manager_free(Manager *m) {
         free(m->subscribers);
         m->n_subscribers = 0;
         /* Loads in flight end before we go: a module is never left half-asked-for. */
-        broker_shutdown(m);
+        m->shutting_down = true;
+        broker_drain(m->broker);
+        const BrokerStats *st = m->broker ? broker_stats(m->broker) : &(BrokerStats){};
         /* The counters go with us: leave them in the journal. */
-        if (m->stats.requests > 0)
+        if (st->requests > 0)
                 log_info("Served %" PRIu64 " requests (%" PRIu64 " shared, %" PRIu64 " not found, %" PRIu64
                          " failed), inserted %" PRIu64 " modules with %" PRIu64 " kernel calls, %" PRIu64
                          " bytes not handed to the kernel twice.",
-                         m->stats.requests, m->stats.shared_requests, m->stats.not_found, m->stats.failures,
-                         m->stats.modules_inserted, m->stats.kernel_calls, m->stats.bytes_avoided);
-        free(m->uid_pending);
+                         st->requests, st->shared_requests, st->not_found, st->failures, st->modules_inserted,
+                         st->kernel_calls, st->bytes_avoided);
+        broker_free(m->broker);
         varlink_server_free(m->server);
         sd_event_source_disable_unref(m->idle_source);
         sd_event_unref(m->event);

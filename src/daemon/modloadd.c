@@ -31,7 +31,7 @@ static void help(void) {
                  "     --listen=PATH        Listen on this socket (default: %s)\n"
                  "     --idle-timeout=TIME  Exit after being idle this long (0 or infinity: never)\n"
                  "     --log-level=LEVEL    err, warning, notice, info or debug\n"
-                 "     --workers=N          Load at most N modules at once (default: online CPUs)\n"
+                 "     --workers=N          Decompress at most N modules at once (default: online CPUs)\n"
                  "     --policy=POLICY      Decompression: auto, userspace or kernel\n"
                  "     --load-timeout=TIME  Answer callers after this long even if a load goes on\n"
                  "     --module-dir=DIR     Module directory (default: /lib/modules/$(uname -r))\n"),
@@ -87,9 +87,9 @@ static int parse_argv(int argc, char *argv[]) {
                         log_set_max_level(r);
                         break;
                 case ARG_WORKERS:
-                        if (safe_atou64(optarg, &u) < 0 || u == 0 || u > WORKERS_MAX)
+                        if (safe_atou64(optarg, &u) < 0 || u == 0 || u > BROKER_DECOMPRESS_MAX)
                                 return log_error_errno(EINVAL, _("Invalid number of workers: %s (1-%u)"), optarg,
-                                                       WORKERS_MAX);
+                                                       BROKER_DECOMPRESS_MAX);
                         arg_workers = (unsigned) u;
                         break;
                 case ARG_POLICY:

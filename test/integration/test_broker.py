@@ -247,6 +247,20 @@ class BrokerTestCase(harness.DaemonTestCase):
         self.assertEqual(set(r), {"parameters"}, r)
         return r["parameters"]["modules"]
 
+    def waits_of(self, module):
+        """What Describe says each step of loading MODULE waits for: {module: [modules]}."""
+        r = self.conn().roundtrip(DESCRIBE, {"name": module})
+        return {st["module"]: st.get("after", []) for st in r["parameters"]["steps"]}
+
+    def assert_dependency_order(self, order, waits):
+        """Every module of ORDER comes after all it waits for (and those are hard deps and more)."""
+        for i, mod in enumerate(order):
+            for before in waits[mod]:
+                self.assertIn(before, order[:i], (mod, order))
+        for mod, (_, deps) in self.deps.items():
+            if mod in waits:
+                self.assertTrue(set(deps) <= set(waits[mod]), (mod, deps, waits[mod]))
+
     def assert_one_finit_each(self, modules):
         counts = {}
         for w in self.kernel.loads():
@@ -437,9 +451,18 @@ class Loads(BrokerTestCase):
 
     def test_dependencies_first(self):
         plan = self.plan_of("btrfs")
+        waits = self.waits_of("btrfs")
         (o,) = self.load(["btrfs"])
         self.assertEqual((o["result"], o["modules"]), ("inserted", plan), o)
-        self.assertEqual([w[1] for w in self.kernel.loads()], plan)
+        # Each module once, after what it waits for; independent ones in any order.
+        order = [w[1] for w in self.kernel.loads()]
+        self.assertEqual(sorted(order), sorted(plan))
+        self.assert_dependency_order(order, waits)
+        self.assertEqual(waits["xor"], [])
+        # btrfs waits for its modules.dep dependencies and its pre-softdep blake2b-256 (found in
+        # the tree; crc32c, xxhash64 and sha256 are built in), libcrc32c for its pre-softdep crc32c
+        self.assertEqual(set(waits["btrfs"]), set(self.deps["btrfs"][1]) | {"blake2b_generic"}, waits)
+        self.assertEqual(waits["libcrc32c"], ["crc32c_intel"], waits)
         for w in self.kernel.loads():
             self.assertEqual((w[0], w[2], w[4], w[5]), ("finit", "0", "elf", "ok"), w)
             self.assertEqual(int(w[3]), self.xz_size(w[1]), w)
@@ -628,6 +651,7 @@ class Service(BrokerTestCase):
         self.assertEqual(o["result"], "inserted", o)
 
     def test_monitor_load_events(self):
+        waits = self.waits_of("btrfs")
         m = self.monitor()
         (o,) = self.load(["fs-btrfs"])
         plan = o["modules"]
@@ -638,8 +662,8 @@ class Service(BrokerTestCase):
         self.assertEqual(evs[1], {"kind": "request", "name": "fs-btrfs", "uid": os.getuid(), "pid": os.getpid()})
         started = [e for e in evs if e["kind"] == "loadStarted"]
         finished = [e for e in evs if e["kind"] == "loadFinished"]
-        self.assertEqual([e["module"] for e in started], plan, evs)
-        self.assertEqual([e["module"] for e in finished], plan, evs)
+        self.assertEqual(sorted(e["module"] for e in started), sorted(plan), evs)
+        self.assertEqual(sorted(e["module"] for e in finished), sorted(plan), evs)
         for e in started:
             self.assertEqual((e["uid"], e["pid"]), (os.getuid(), os.getpid()), e)
         for e in finished:
@@ -647,11 +671,12 @@ class Service(BrokerTestCase):
             self.assertIsInstance(e["durationUsec"], int, e)
             self.assertGreater(e["durationUsec"], 0, e)
             self.assertNotIn("errno", e)
-        # each module finishes before the next starts (dependencies first)
-        for i, mod in enumerate(plan):
-            self.assertLess(evs.index(started[i]), evs.index(finished[i]))
-            if i:
-                self.assertLess(evs.index(finished[i - 1]), evs.index(started[i]))
+        # each module starts after what it waits for has finished, and finishes after it started
+        at = {(e["kind"], e["module"]): i for i, e in enumerate(evs) if e["kind"].startswith("load")}
+        for mod in plan:
+            self.assertLess(at[("loadStarted", mod)], at[("loadFinished", mod)])
+            for before in waits[mod]:
+                self.assertLess(at[("loadFinished", before)], at[("loadStarted", mod)], (mod, before, evs))
         self.assertEqual(evs[-1], {"kind": "answered", "name": "fs-btrfs", "result": "inserted", "shared": False,
                                    "uid": 0, "pid": evs[-1].get("pid")})
         self.assertGreater(evs[-1]["pid"], 0)
