@@ -567,6 +567,7 @@ int broker_new(Broker **ret, const BrokerConfig *config) {
         b->config = *config;
         b->config.load_timeout_usec = config->load_timeout_usec ?: BROKER_LOAD_TIMEOUT_USEC;
         b->resolver_config.module_dir = config->module_dir;
+        b->resolver_config.config_paths = config->config_paths;
         b->plan_cache = hashmap_new(cached_plan_unref_void);
         if (!b->plan_cache)
                 return -ENOMEM;

@@ -43,8 +43,9 @@ typedef struct BrokerConfig {
         sd_event *event;
         unsigned n_decompress; /* modules decompressed at once; 0: online CPUs */
         LoadPolicy policy;
-        uint64_t load_timeout_usec; /* 0: BROKER_LOAD_TIMEOUT_USEC */
-        const char *module_dir;     /* NULL: the running kernel's */
+        uint64_t load_timeout_usec;      /* 0: BROKER_LOAD_TIMEOUT_USEC */
+        const char *module_dir;          /* NULL: the running kernel's */
+        const char *const *config_paths; /* NULL: kmod's modprobe.d directories */
 
         /* Whether anyone wants events; emit() takes over each event. */
         bool (*want_events)(void *userdata);

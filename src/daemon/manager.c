@@ -516,6 +516,7 @@ int manager_new(Manager **ret, sd_event *event, const ManagerConfig *config) {
                                            .policy = config->policy,
                                            .load_timeout_usec = config->load_timeout_usec,
                                            .module_dir = config->module_dir,
+                                           .config_paths = config->config_paths,
                                            .want_events = manager_want_events,
                                            .emit = manager_on_broker_event,
                                            .work_done = manager_on_work_done,

@@ -33,8 +33,9 @@ typedef struct Manager {
 typedef struct ManagerConfig {
         unsigned n_workers; /* modules decompressed at once; 0: online CPUs */
         LoadPolicy policy;
-        uint64_t load_timeout_usec; /* 0: BROKER_LOAD_TIMEOUT_USEC */
-        const char *module_dir;     /* NULL: the running kernel's */
+        uint64_t load_timeout_usec;      /* 0: BROKER_LOAD_TIMEOUT_USEC */
+        const char *module_dir;          /* NULL: the running kernel's */
+        const char *const *config_paths; /* NULL: kmod's modprobe.d directories */
 } ManagerConfig;
 
 int manager_new(Manager **ret, sd_event *event, const ManagerConfig *config);

@@ -8,6 +8,7 @@
 #include "i18n.h"
 #include "log.h"
 #include "manager.h"
+#include "strv.h"
 #include "strutil.h"
 #include "timeutil.h"
 
@@ -20,6 +21,7 @@ static unsigned arg_workers = 0;           /* 0: online CPUs */
 static LoadPolicy arg_policy = LOAD_POLICY_AUTO;
 static uint64_t arg_load_timeout_usec = 0; /* 0: the built-in default */
 static const char *arg_module_dir = NULL;
+static char **arg_config = NULL; /* NULL: kmod's modprobe.d directories */
 
 static void help(void) {
         printf(_("%s [OPTIONS...]\n"
@@ -34,7 +36,8 @@ static void help(void) {
                  "     --workers=N          Decompress at most N modules at once (default: online CPUs)\n"
                  "     --policy=POLICY      Decompression: auto, userspace or kernel\n"
                  "     --load-timeout=TIME  Answer callers after this long even if a load goes on\n"
-                 "     --module-dir=DIR     Module directory (default: /lib/modules/$(uname -r))\n"),
+                 "     --module-dir=DIR     Module directory (default: /lib/modules/$(uname -r))\n"
+                 "     --config=PATH        A modprobe.d file or directory instead of the system's (repeatable)\n"),
                program_invocation_short_name, MODLOADD_SOCKET_PATH);
 }
 
@@ -48,6 +51,7 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_POLICY,
                 ARG_LOAD_TIMEOUT,
                 ARG_MODULE_DIR,
+                ARG_CONFIG,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -59,6 +63,7 @@ static int parse_argv(int argc, char *argv[]) {
                 { "policy", required_argument, NULL, ARG_POLICY },
                 { "load-timeout", required_argument, NULL, ARG_LOAD_TIMEOUT },
                 { "module-dir", required_argument, NULL, ARG_MODULE_DIR },
+                { "config", required_argument, NULL, ARG_CONFIG },
                 {},
         };
         uint64_t u;
@@ -105,6 +110,10 @@ static int parse_argv(int argc, char *argv[]) {
                         break;
                 case ARG_MODULE_DIR:
                         arg_module_dir = optarg;
+                        break;
+                case ARG_CONFIG:
+                        if (strv_extend(&arg_config, optarg) < 0)
+                                return log_oom();
                         break;
                 case '?':
                         return -EINVAL;
@@ -166,6 +175,7 @@ static int run(int argc, char *argv[]) {
                                 .policy = arg_policy,
                                 .load_timeout_usec = arg_load_timeout_usec,
                                 .module_dir = arg_module_dir,
+                                .config_paths = (const char *const *) arg_config,
                         });
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the manager: %m");
@@ -200,5 +210,6 @@ static int run(int argc, char *argv[]) {
 
 int main(int argc, char *argv[]) {
         int r = run(argc, argv);
+        strv_free(arg_config);
         return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }
