@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <string.h>
@@ -52,6 +53,8 @@ int run_module_command(const char *command, const char *module) {
         _cleanup_free_ char *env_module = NULL;
         _cleanup_free_ char **env = NULL;
         char *argv[] = { (char *) "/bin/sh", (char *) "-c", (char *) command, NULL };
+        posix_spawnattr_t attr;
+        sigset_t none, all;
         size_t n = 0, k = 0;
         pid_t pid;
         int status, r;
@@ -69,7 +72,21 @@ int run_module_command(const char *command, const char *module) {
                         env[k++] = environ[i];
         env[k] = env_module;
 
-        r = posix_spawn(&pid, argv[0], NULL, NULL, argv, env);
+        /* The command starts as a shell from a terminal would: every signal at its default and
+         * none blocked, whatever the thread that runs it has (a daemon blocks its signals). */
+        r = posix_spawnattr_init(&attr);
+        if (r != 0)
+                return -r;
+        sigemptyset(&none);
+        sigfillset(&all);
+        r = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+        if (r == 0)
+                r = posix_spawnattr_setsigmask(&attr, &none);
+        if (r == 0)
+                r = posix_spawnattr_setsigdefault(&attr, &all);
+        if (r == 0)
+                r = posix_spawn(&pid, argv[0], NULL, &attr, argv, env);
+        posix_spawnattr_destroy(&attr);
         if (r != 0)
                 return -r;
         while (waitpid(pid, &status, 0) < 0)
