@@ -5,6 +5,8 @@
 #   strace -f --seccomp-bpf -y -e trace=init_module,finit_module,delete_module
 # (the filter stops only at those calls, so tracing costs next to nothing);
 # each case looks at the part of that log written while it ran (mark/segment).
+# DTRACE_OPTS adds strace options, e.g. "-ttt -T" for the call intervals
+# summarise reports (T_PAR, T_OVERLAPS, ...).
 # The host parses:
 #   @@CASE <name> PASS|FAIL <detail>
 #   @@FIG <name> key=value ...
@@ -39,7 +41,8 @@ deps_of() {
 # --- the daemon ----------------------------------------------------------------
 start_daemon() {
         rm -f "$SOCK"
-        $ST -f --seccomp-bpf -qq -y -s 0 -e signal=none \
+        # shellcheck disable=SC2086 # DTRACE_OPTS: words
+        $ST -f --seccomp-bpf -qq -y -s 0 -e signal=none $DTRACE_OPTS \
                 -e trace=init_module,finit_module,delete_module \
                 -o "$DTRACE" $MD --log-level=debug "$@" >"$DLOG" 2>&1 &
         STRACE_PID=$!
@@ -69,6 +72,14 @@ segment() {
 #   T_EEXIST, T_DELETE, T_MODS (distinct modules handed over),
 #   T_DUPS ("module:calls" of modules handed over more than once),
 #   T_ERRORS ("module:ERRNO" of failed calls), T_MEMFD, T_FILE, T_COMPRESSED
+# With timestamps in the log (strace -ttt, and -T for the durations; see
+# DTRACE_OPTS) also each kernel call's interval, from its entry to its return
+# (entry + -T duration; else the time of the "resumed" line):
+#   T_PAR (most kernel calls in flight at one moment),
+#   T_OVERLAPS (pairs of calls for different modules whose intervals overlap),
+#   T_PAIRS ("a+b" of those pairs, each pair of modules once),
+#   T_TIMELINE ("module@start+duration", seconds from the first call, in
+#   order of entry). Without timestamps these are 0 / empty.
 summarise() {
         awk '
         function modname(s) {
@@ -79,10 +90,26 @@ summarise() {
                 if (!match(s, /<[^>]*>/)) return ""
                 return substr(s, RSTART + 1, RLENGTH - 2)
         }
+        # seconds since the first timestamp: whole seconds apart from the
+        # fraction, so that no precision is lost in awk
+        function stamp(s,  a) {
+                split(s, a, ".")
+                if (base == "") base = a[1]
+                return (a[1] - base) + ("0." a[2])
+        }
         {
                 pid = $1; sub(/^[0-9]+ +/, "")
-                if ($0 ~ /<unfinished \.\.\.>$/) { sub(/ *<unfinished \.\.\.>$/, ""); pend[pid] = $0; next }
-                if ($0 ~ /^<\.\.\. [a-z_0-9]+ resumed>/) { sub(/^<\.\.\. [a-z_0-9]+ resumed>/, ""); $0 = pend[pid] $0; delete pend[pid] }
+                ts = ""
+                if (match($0, /^[0-9]+\.[0-9]+ +/)) { ts = stamp(substr($0, 1, RLENGTH - 1)); $0 = substr($0, RLENGTH + 1) }
+                if ($0 ~ /<unfinished \.\.\.>$/) { sub(/ *<unfinished \.\.\.>$/, ""); pend[pid] = $0; pts[pid] = ts; next }
+                t0 = ts
+                if ($0 ~ /^<\.\.\. [a-z_0-9]+ resumed>/) {
+                        sub(/^<\.\.\. [a-z_0-9]+ resumed>/, ""); $0 = pend[pid] $0; t0 = pts[pid]
+                        delete pend[pid]; delete pts[pid]
+                }
+                dur = ""
+                if (match($0, / <[0-9]+\.[0-9]+>$/)) { dur = substr($0, RSTART + 2, RLENGTH - 3) + 0; $0 = substr($0, 1, RSTART - 1) }
+                t1 = dur != "" && t0 != "" ? t0 + dur : ts
                 ret = $0; sub(/.* = /, "", ret)
         }
         /^finit_module\(/ {
@@ -92,7 +119,10 @@ summarise() {
                 if ($0 ~ /MODULE_INIT_COMPRESSED_FILE/) compressed++
                 calls[m]++
         }
-        /^init_module\(/ { init++; calls["(init_module)"]++ }
+        /^init_module\(/ { init++; m = "(init_module)"; calls[m]++ }
+        /^(init_module|finit_module)\(/ && t0 != "" {
+                nk++; kmod[nk] = m; kt0[nk] = t0; kt1[nk] = t1
+        }
         /^(init_module|finit_module)\(/ {
                 if (ret ~ /^0/) ok++
                 else { e = ret; sub(/^-1 /, "", e); sub(/ .*/, "", e); errs = errs (errs == "" ? "" : " ") m ":" e }
@@ -104,8 +134,30 @@ summarise() {
                 for (m in calls) { n++; if (calls[m] > 1) d = d (d == "" ? "" : " ") m ":" calls[m] }
                 printf "T_CALLS=%d T_INIT=%d T_FINIT=%d T_OK=%d T_EEXIST=%d T_DELETE=%d T_MODS=%d ", \
                         finit + init, init, finit, ok, eexist, del, n
-                printf "T_DUPS=\"%s\" T_ERRORS=\"%s\" T_MEMFD=%d T_FILE=%d T_COMPRESSED=%d\n", \
+                printf "T_DUPS=\"%s\" T_ERRORS=\"%s\" T_MEMFD=%d T_FILE=%d T_COMPRESSED=%d ", \
                         d, errs, memfd, file, compressed
+                # intervals, in order of entry (insertion sort: a few dozen calls)
+                for (i = 2; i <= nk; i++)
+                        for (j = i; j > 1 && kt0[j] < kt0[j - 1]; j--) {
+                                x = kt0[j]; kt0[j] = kt0[j - 1]; kt0[j - 1] = x
+                                x = kt1[j]; kt1[j] = kt1[j - 1]; kt1[j - 1] = x
+                                x = kmod[j]; kmod[j] = kmod[j - 1]; kmod[j - 1] = x
+                        }
+                par = 0; ov = 0; pairs = ""; tl = ""
+                for (i = 1; i <= nk; i++) {
+                        tl = tl (tl == "" ? "" : " ") sprintf("%s@%.3f+%.3f", kmod[i], kt0[i] - kt0[1], kt1[i] - kt0[i])
+                        # calls in flight when call i entered (i itself included)
+                        n = 1
+                        for (j = 1; j < i; j++) if (kt1[j] > kt0[i]) n++
+                        if (n > par) par = n
+                        for (j = 1; j < i; j++) {
+                                if (kt1[j] <= kt0[i] || kmod[j] == kmod[i]) continue
+                                ov++
+                                p = kmod[j] < kmod[i] ? kmod[j] "+" kmod[i] : kmod[i] "+" kmod[j]
+                                if (!(p in seenpair)) { seenpair[p] = 1; pairs = pairs (pairs == "" ? "" : " ") p }
+                        }
+                }
+                printf "T_PAR=%d T_OVERLAPS=%d T_PAIRS=\"%s\" T_TIMELINE=\"%s\"\n", par, ov, pairs, tl
         }' "$1"
 }
 
