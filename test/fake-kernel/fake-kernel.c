@@ -77,6 +77,13 @@
  * $FAKE_KERNEL_MODPROBE is unset: nothing is run then), -1 when waiting for
  * it failed. The result of the load does not depend on it.
  *
+ * $FAKE_KERNEL_FAIL="NAME=ERRNO[,NAME2=ERRNO2...]": a finit/init of NAME fails
+ * with ERRNO (an errno name such as ENODEV, or a number), after its hold, as a
+ * module whose init function returned an error: calls.log says so as for any
+ * failure, no state file is made, and with $FAKE_KERNEL_SYSFS its
+ * sys/module/NAME goes away as for any failed load. A module that is loaded
+ * already still gets EEXIST, and an image that is not ELF ENOEXEC.
+ *
  * $FAKE_KERNEL_TIMES=1: each finit/init call (not the ENOSYS of
  * $FAKE_KERNEL_NO_FINIT) appends "span NAME START_US END_US" to spans.log:
  * CLOCK_MONOTONIC in microseconds at the start of the call and just before it
@@ -816,9 +823,39 @@ static long do_insert(const char *name, const unsigned char *head, size_t n) {
         return 0;
 }
 
+/* The errno $FAKE_KERNEL_FAIL gives for NAME, or 0. */
+static int configured_failure(const char *name) {
+        const char *spec = getenv("FAKE_KERNEL_FAIL");
+        char list[4096], *save = NULL;
+
+        if (!spec || !*spec || (size_t) snprintf(list, sizeof list, "%s", spec) >= sizeof list)
+                return 0;
+        for (char *entry = strtok_r(list, ",", &save); entry; entry = strtok_r(NULL, ",", &save)) {
+                char *value = strchr(entry, '='), *end;
+                long number;
+
+                if (!value)
+                        continue;
+                *value++ = '\0';
+                if (strcmp(entry, name) != 0)
+                        continue;
+                number = strtol(value, &end, 10);
+                if (end != value && *end == '\0' && number > 0 && number < 4096)
+                        return (int) number;
+                for (int e = 1; e < 4096; e++) {
+                        const char *en = strerrorname_np(e);
+                        if (en && strcmp(en, value) == 0)
+                                return e;
+                }
+                fprintf(stderr, "fake-kernel: FAKE_KERNEL_FAIL: unknown errno %s for %s, using EINVAL\n", value, name);
+                return EINVAL;
+        }
+        return 0;
+}
+
 /* What finit and init share, from the moment the name is known; returns 0 or -1 with errno. */
 static long load(const char *name, const unsigned char *head, size_t n, const char *params) {
-        int claimed = 0, saved;
+        int claimed = 0, saved, fail;
         long r;
 
         if (is_elf(head, n) && !state_exists(name))
@@ -827,6 +864,9 @@ static long load(const char *name, const unsigned char *head, size_t n, const ch
         record_params(name, params);
         if (claimed < 0) {
                 errno = EEXIST;
+                r = -1;
+        } else if (is_elf(head, n) && !state_exists(name) && (fail = configured_failure(name)) > 0) {
+                errno = fail;
                 r = -1;
         } else
                 r = do_insert(name, head, n);

@@ -5,15 +5,19 @@ around them, against a Debian 12 module tree (xz) and the fake kernel
 (LD_PRELOAD), which records every module system call in calls.log and never
 loads anything into the kernel running the tests.
 
-Usage: test_broker.py --fake-kernel PATH [unittest options]
-  PATH is the built fake kernel (also taken from $MODLOADD_FAKE_KERNEL).
+Usage: test_broker.py --fake-kernel PATH [--modloadctl PATH] [unittest options]
+  --fake-kernel: the built fake kernel (also taken from $MODLOADD_FAKE_KERNEL);
+  --modloadctl: the built modloadctl, for tests that run the modprobe shim
+  (also $MODLOADD_CTL; else found next to the daemon's build directory).
 The module tree comes from test/vm/fetch-kernels.sh (idempotent)."""
 
 import json
 import lzma
 import os
+import shutil
 import subprocess
 import sys
+import threading
 import time
 import unittest
 
@@ -34,6 +38,19 @@ NO_SUCH_MODULE = "modloadd-test-no-such-module"
 SUCCESS = {"inserted", "live", "builtin"}
 
 FAKE_KERNEL = os.environ.get("MODLOADD_FAKE_KERNEL")
+MODLOADCTL = os.environ.get("MODLOADD_CTL")
+
+
+def modloadctl_path():
+    """The built modloadctl: --modloadctl, $MODLOADD_CTL, or BUILD/src/ctl/modloadctl for the
+    daemon at BUILD/src/daemon/modloadd."""
+    p = MODLOADCTL
+    if not p:
+        build = os.path.dirname(os.path.dirname(os.path.dirname(harness.daemon_path())))
+        p = os.path.join(build, "src", "ctl", "modloadctl")
+    if not os.access(p, os.X_OK):
+        raise unittest.SkipTest("modloadctl is not built (--modloadctl PATH): " + p)
+    return os.path.abspath(p)
 
 
 # ---------------------------------------------------------------------------
@@ -111,6 +128,67 @@ class FakeKernel:
     def held(self, name=None):
         return [w for w in self.lines() if w[0] == "hold" and (name is None or w[1] == name)]
 
+    def read_log(self, name):
+        """The lines of params.log, init.log, ... ([] when there is none)."""
+        try:
+            with open(os.path.join(self.dir, name)) as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def spans(self):
+        """spans.log (FAKE_KERNEL_TIMES=1) as [(module, start_us, end_us)], in the order written."""
+        out = []
+        for ln in self.read_log("spans.log"):
+            w = ln.split()
+            if len(w) == 4 and w[0] == "span":
+                out.append((w[1], int(w[2]), int(w[3])))
+        return out
+
+    # --- the emulated /sys/module (FAKE_KERNEL_SYSFS=1) --------------------
+
+    def sysfs(self, module, *rest):
+        return os.path.join(self.dir, "sys", "module", module, *rest)
+
+    def state(self, module):
+        """initstate of MODULE in the emulated sysfs: "live", "coming", ..., "builtin" (a
+        directory without initstate) or None (not there)."""
+        try:
+            with open(self.sysfs(module, "initstate")) as f:
+                return f.read().strip()
+        except FileNotFoundError:
+            return "builtin" if os.path.isdir(self.sysfs(module)) else None
+
+    def _write(self, path, text):
+        # Whole or not at all, as sysfs shows a file: the daemon polls these.
+        tmp = os.path.join(self.dir, "sys", ".test-%d-%s" % (os.getpid(), os.path.basename(path)))
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.rename(tmp, path)
+
+    def put_module(self, module, state, refcnt=0):
+        """Make sys/module/MODULE appear at once (a rename), as another loader's or the kernel's."""
+        os.makedirs(os.path.join(self.dir, "sys", "module"), exist_ok=True)
+        new = os.path.join(self.dir, "sys", ".test-new-" + module)
+        os.makedirs(os.path.join(new, "holders"))
+        with open(os.path.join(new, "initstate"), "w") as f:
+            f.write(state + "\n")
+        with open(os.path.join(new, "refcnt"), "w") as f:
+            f.write("%d\n" % refcnt)
+        os.rename(new, self.sysfs(module))
+
+    def set_state(self, module, state):
+        self._write(self.sysfs(module, "initstate"), state + "\n")
+
+    def set_refcnt(self, module, n):
+        self._write(self.sysfs(module, "refcnt"), "%d\n" % n)
+
+    def remove_module(self, module):
+        """sys/module/MODULE goes away at once (a rename), as when a load fails."""
+        gone = os.path.join(self.dir, "sys", ".test-gone-" + module)
+        os.rename(self.sysfs(module), gone)
+        shutil.rmtree(gone)
+
 
 # ---------------------------------------------------------------------------
 # Test case base
@@ -162,13 +240,23 @@ class BrokerTestCase(harness.DaemonTestCase):
             raise
         return d
 
+    def daemon_options(self):
+        """Extra (args, env) for the daemon setUp starts, made per test: may write files into
+        self.tmp (modprobe.d, scripts) and use self.sock_path()."""
+        return (), {}
+
+    def sock_path(self, name="d"):
+        """The socket the daemon started with NAME listens on (before it is started)."""
+        return self.tmp.join(name + ".sock")
+
     def setUp(self):
         self.tmp = harness.TempDir()
         self.kernel = FakeKernel(self.tmp.join("kernel"))
         self.gate = self.tmp.join("gate")
         self._conns = []
         try:
-            self.daemon = self.start_daemon()
+            args, env = self.daemon_options()
+            self.daemon = self.start_daemon(args, env)
         except BaseException:
             self.tmp.cleanup()
             raise
@@ -777,12 +865,400 @@ class Timeouts(BrokerTestCase):
         super().tearDown()
 
 
+# ---------------------------------------------------------------------------
+# The scheduler (src/core/scheduler.h), end to end: joins, waits, the kernel's
+# coming/going states, nested requests. Most of these run with the emulated
+# /sys/module (FAKE_KERNEL_SYSFS=1), so that the daemon sees what the fake
+# kernel has, as it would see the real one.
+
+SYSFS_ENV = {"FAKE_KERNEL_SYSFS": "1"}
+
+
+class SchedulerTestCase(BrokerTestCase):
+    extra_env = SYSFS_ENV
+
+    def ask(self, method, params, timeout=None):
+        """Send one call on a new connection and return the connection (the reply comes later)."""
+        c = self.conn(timeout=timeout or T(60))
+        c.call(method, params)
+        return c
+
+    def answer(self, c, names, timeout=None):
+        return self.outcomes(c.recv(timeout=timeout or T(60)), names)
+
+    def assert_pending(self, *conns, secs=0.5):
+        """No answer yet on any of CONNS for SECS."""
+        for c in conns:
+            c.expect_silence(secs)
+
+    def wait_held(self, module):
+        self.assertTrue(harness.wait_until(lambda: self.kernel.held(module), T(20)), self.kernel.lines())
+
+    def write_config(self, text, name="test.conf"):
+        d = self.tmp.join("modprobe.d")
+        os.makedirs(d, exist_ok=True)
+        path = os.path.join(d, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+
+class NestedRequest(SchedulerTestCase):
+    """A module's init asks for another module (the kernel's request_module(), which runs the
+    modprobe shim) while its own kernel call has not returned: the daemon must serve the nested
+    request at once, with a single decompression slot, not after the outer load."""
+
+    OUTER, INNER = "xor", "raid6_pq"
+
+    def daemon_options(self):
+        bindir = self.tmp.join("bin")
+        os.makedirs(bindir)
+        shim = os.path.join(bindir, "modprobe")  # argv[0] "modprobe" selects the shim
+        os.symlink(modloadctl_path(), shim)
+        self.load_timeout = int(T(10))
+        return (["--workers=1", "--load-timeout=%ds" % self.load_timeout],
+                {"FAKE_KERNEL_TIMES": "1",
+                 "FAKE_KERNEL_NESTED": "%s=%s" % (self.OUTER, self.INNER),
+                 "FAKE_KERNEL_MODPROBE": shim,
+                 # what the shim, run by the fake kernel from inside the daemon, talks to
+                 "MODLOADD_ADDRESS": self.sock_path()})
+
+    def test_nested_load_workers_1(self):
+        a, b = self.OUTER, self.INNER
+        self.assertEqual(self.deps[a][1], [])
+        self.assertEqual(self.deps[b][1], [])
+        t0 = time.monotonic()
+        (o,) = self.load([a], self.conn(timeout=T(60)))
+        took = time.monotonic() - t0
+        self.assertEqual((o["result"], o["modules"], o["shared"]), ("inserted", [a], False), o)
+        self.assertLess(took, self.load_timeout / 2, "answered only after %.1f s" % took)
+
+        lines = self.kernel.lines()
+        nested = [w for w in lines if w[0] == "nested"]
+        self.assertEqual(nested, [["nested", a, b, "0"]], lines)
+        self.assert_one_finit_each([a, b])
+        for w in self.kernel.loads():
+            self.assertEqual((w[0], w[-1]), ("finit", "ok"), lines)
+        # B went in while A's call was in flight: its finit line (written when its call returned)
+        # comes before the nested line, which comes before A's finit line.
+        at = {(w[0], w[1]): i for i, w in enumerate(lines)}
+        self.assertLess(at[("finit", b)], at[("nested", a)], lines)
+        self.assertLess(at[("nested", a)], at[("finit", a)], lines)
+        spans = {m: (s, e) for m, s, e in self.kernel.spans()}
+        self.assertEqual(set(spans), {a, b}, spans)
+        self.assertLess(spans[a][0], spans[b][0], spans)
+        self.assertLess(spans[b][1], spans[a][1], spans)
+        # The daemon made both kernel calls (the shim asked it, it did not load B itself).
+        s = self.stats()
+        self.assertEqual((s["requests"], s["kernelCalls"], s["modulesInserted"], s["failures"]),
+                         (2, 2, 2, 0), s)
+        self.assertEqual((self.kernel.state(a), self.kernel.state(b)), ("live", "live"))
+
+
+class InstallCommand(SchedulerTestCase):
+    """An install command from --config: not run for a module the kernel has; run once for all
+    the callers that ask while it runs."""
+
+    MODULE = "dummy"
+
+    def daemon_options(self):
+        self.ran = self.tmp.join("ran.log")
+        # The command notes that it ran, then waits while the gate is closed.
+        self.write_config("install %s /bin/sh -c 'echo ran $MODPROBE_MODULE >> %s; "
+                          "while [ -e %s ]; do sleep 0.01; done; exit 0'\n"
+                          % (self.MODULE, self.ran, self.gate))
+        return ["--config=" + self.tmp.join("modprobe.d", "test.conf")], {}
+
+    def ran_lines(self):
+        try:
+            with open(self.ran) as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def test_config_applies(self):
+        r = self.conn().roundtrip(DESCRIBE, {"name": self.MODULE})
+        steps = r["parameters"]["steps"]
+        self.assertEqual([(st["kind"], st["module"]) for st in steps], [("install", self.MODULE)], r)
+        self.assertIn(self.ran, steps[0]["command"], r)
+
+    def test_live_module_command_not_run(self):
+        self.kernel.put_module(self.MODULE, "live")
+        (o,) = self.load([self.MODULE])
+        self.assertEqual((o["result"], o["modules"]), ("live", [self.MODULE]), o)
+        self.assertNotIn("errno", o)
+        self.assertEqual(self.ran_lines(), [])
+        self.assertEqual(self.kernel.lines(), [])
+        self.assertEqual(self.stats()["kernelCalls"], 0)
+
+    def test_command_runs_once_for_joined_callers(self):
+        m = self.monitor()
+        self.close_gate()
+        clients = [self.ask(LOAD, {"names": [self.MODULE]}) for _ in range(8)]
+        self.wait_requests(m, 8)
+        self.assertTrue(harness.wait_until(lambda: self.ran_lines(), T(20)))
+        self.assert_pending(*clients, secs=0.3)
+        self.open_gate()
+        outs = [self.answer(c, [self.MODULE])[0] for c in clients]
+        for o in outs:
+            self.assertEqual((o["result"], o["modules"]), ("inserted", [self.MODULE]), o)
+            self.assertNotIn("errno", o)
+        self.assertEqual(sum(o["shared"] for o in outs), 7, outs)
+        self.assertEqual(self.ran_lines(), ["ran " + self.MODULE])
+        # the command is the load: no kernel call of ours
+        self.assertEqual(self.kernel.lines(), [])
+
+
+class KernelStates(SchedulerTestCase):
+    """A module another loader has "coming": the daemon waits for it to settle."""
+
+    MODULE = "xor"
+
+    def start_load_against_coming(self):
+        self.kernel.put_module(self.MODULE, "coming")
+        m = self.monitor()
+        c = self.ask(LOAD, {"names": [self.MODULE]})
+        self.events(m, lambda evs: any(e["kind"] == "loadStarted" and e["module"] == self.MODULE for e in evs))
+        self.assert_pending(c, secs=0.5)
+        self.assertEqual(self.kernel.lines(), [])
+        return c
+
+    def test_coming_then_live(self):
+        c = self.start_load_against_coming()
+        self.kernel.set_state(self.MODULE, "live")
+        (o,) = self.answer(c, [self.MODULE])
+        self.assertEqual((o["result"], o["modules"], o["shared"]), ("live", [self.MODULE], True), o)
+        self.assertNotIn("errno", o)
+        self.assertEqual(self.kernel.lines(), [])
+        self.assertEqual(self.stats()["kernelCalls"], 0)
+
+    def test_coming_then_gone(self):
+        c = self.start_load_against_coming()
+        self.kernel.remove_module(self.MODULE)
+        (o,) = self.answer(c, [self.MODULE])
+        self.assertEqual((o["result"], o["modules"], o["shared"]), ("inserted", [self.MODULE], False), o)
+        self.assertEqual([(w[0], w[1], w[-1]) for w in self.kernel.loads()], [("finit", self.MODULE, "ok")],
+                         self.kernel.lines())
+        self.assertEqual(self.kernel.state(self.MODULE), "live")
+
+
+class SoftdepViews(SchedulerTestCase):
+    """softdep A pre: B. For a load of A, B is optional; for a load of B, B is the target. Both
+    callers take the result of the one load of B, each judging it by its own step."""
+
+    A, B = "xor", "raid6_pq"
+
+    def daemon_options(self):
+        self.write_config("softdep %s pre: %s\n" % (self.A, self.B))
+        return (["--config=" + self.tmp.join("modprobe.d", "test.conf")],
+                {"FAKE_KERNEL_FAIL": self.B + "=ENODEV", "FAKE_KERNEL_HOLD_ONLY": self.B})
+
+    def run_both(self, a_first):
+        a, b = self.A, self.B
+        self.assertEqual(self.waits_of(a), {b: [], a: [b]})
+        m = self.monitor()
+        self.close_gate()
+        first = (a if a_first else b)
+        second = (b if a_first else a)
+        c = {first: self.ask(LOAD, {"names": [first]})}
+        self.wait_held(b)
+        c[second] = self.ask(LOAD, {"names": [second]})
+        self.wait_requests(m, 2)
+        self.assert_pending(c[a], c[b], secs=0.3)
+        self.assertEqual(self.kernel.loads(), [])
+        self.open_gate()
+
+        (oa,) = self.answer(c[a], [a])
+        (ob,) = self.answer(c[b], [b])
+        self.assertEqual((oa["result"], oa["modules"]), ("inserted", [b, a]), oa)
+        self.assertNotIn("errno", oa)
+        self.assertEqual((ob["result"], ob["modules"]), ("failed", [b]), ob)
+        self.assertEqual((ob["errno"], ob["errnoName"]), (19, "ENODEV"), ob)
+        self.assertIn(b, ob["message"])
+        # B's caller shares when it joined the load A's caller started; A itself was A's own load
+        self.assertIs(ob["shared"], a_first, ob)
+        self.assertIs(oa["shared"], False, oa)
+
+        loads = [(w[0], w[1], w[-1]) for w in self.kernel.loads()]
+        self.assertEqual(loads, [("finit", b, "ENODEV"), ("finit", a, "ok")], self.kernel.lines())
+        self.assertEqual(len(self.kernel.held(b)), 1, self.kernel.lines())
+        self.assertEqual((self.kernel.state(a), self.kernel.state(b)), ("live", None))
+
+    def test_optional_first_then_required(self):
+        self.run_both(a_first=True)
+
+    def test_required_first_then_optional(self):
+        self.run_both(a_first=False)
+
+
+class Joins(SchedulerTestCase):
+    """Callers that ask for a module while it is being loaded."""
+
+    extra_env = dict(SYSFS_ENV, FAKE_KERNEL_HOLD_ONLY="xor")
+
+    def test_other_parameters_not_applied(self):
+        # As kmod's modprobe finding the module in the kernel: the second caller's parameters
+        # are not applied, it gets "live".
+        m = self.monitor()
+        self.close_gate()
+        c1 = self.ask(LOAD, {"names": ["xor"], "parameters": "x=1"})
+        self.wait_held("xor")
+        c2 = self.ask(LOAD, {"names": ["xor"], "parameters": "x=2"})
+        self.wait_requests(m, 2)
+        self.assert_pending(c1, c2, secs=0.3)
+        self.open_gate()
+        (o1,) = self.answer(c1, ["xor"])
+        (o2,) = self.answer(c2, ["xor"])
+        self.assertEqual((o1["result"], o1["shared"]), ("inserted", False), o1)
+        self.assertEqual((o2["result"], o2["shared"]), ("live", True), o2)
+        self.assertNotIn("errno", o2)
+        self.assertEqual(self.kernel.read_log("params.log"), ["xor x=1"])
+        self.assertEqual([(w[0], w[1], w[-1]) for w in self.kernel.loads()], [("finit", "xor", "ok")],
+                         self.kernel.lines())
+
+    def test_unload_waits_for_load(self):
+        m = self.monitor()
+        self.close_gate()
+        cl = self.ask(LOAD, {"names": ["xor"]})
+        self.wait_held("xor")
+        self.assertEqual(self.kernel.state("xor"), "coming")
+        cu = self.ask(UNLOAD, {"names": ["xor"]})
+        self.wait_requests(m, 2)
+        self.assert_pending(cl, cu, secs=0.5)
+        self.assertEqual(self.kernel.calls(), [], self.kernel.lines())
+        self.open_gate()
+        (ol,) = self.answer(cl, ["xor"])
+        self.assertEqual((ol["result"], ol["shared"]), ("inserted", False), ol)
+        (ou,) = self.answer(cu, ["xor"])
+        self.assertEqual((ou["result"], ou["modules"]), ("removed", ["xor"]), ou)
+        self.assertNotIn("errno", ou)
+        calls = [(w[0], w[1], w[-1]) for w in self.kernel.calls()]
+        self.assertEqual(calls, [("finit", "xor", "ok"), ("delete", "xor", "ok")], self.kernel.lines())
+        self.assertIsNone(self.kernel.state("xor"))
+
+
+class UnloadBehindDependentLoad(SchedulerTestCase):
+    """An unload of a module waits for the loads in flight of the modules that depend on it."""
+
+    extra_env = dict(SYSFS_ENV, FAKE_KERNEL_HOLD_ONLY="btrfs")
+
+    def test_unload_dependency_waits(self):
+        self.assertIn("xor", self.deps["btrfs"][1])
+        m = self.monitor()
+        self.close_gate()
+        cl = self.ask(LOAD, {"names": ["btrfs"]})
+        self.wait_held("btrfs")
+        self.assertEqual(self.kernel.state("xor"), "live")
+        cu = self.ask(UNLOAD, {"names": ["xor"]})
+        self.wait_requests(m, 2)
+        self.assert_pending(cl, cu, secs=0.5)
+        self.assertEqual(self.kernel.calls("delete"), [], self.kernel.lines())
+        self.open_gate()
+        (ol,) = self.answer(cl, ["btrfs"])
+        self.assertEqual(ol["result"], "inserted", ol)
+        (ou,) = self.answer(cu, ["xor"])
+        # (the fake kernel counts no references from btrfs: the unload itself goes through)
+        self.assertEqual((ou["result"], ou["modules"]), ("removed", ["xor"]), ou)
+        calls = [(w[0], w[1]) for w in self.kernel.calls()]
+        self.assertLess(calls.index(("finit", "btrfs")), calls.index(("delete", "xor")), self.kernel.lines())
+        self.assertEqual(calls.count(("delete", "xor")), 1, self.kernel.lines())
+
+
+class UnloadWait(SchedulerTestCase):
+    def test_in_use_then_freed(self):
+        (o,) = self.load(["xor"])
+        self.assertEqual(o["result"], "inserted", o)
+        self.assertEqual(self.kernel.state("xor"), "live")
+        self.kernel.set_refcnt("xor", 1)
+
+        t0 = time.monotonic()
+        (o,) = self.outcomes(self.conn().roundtrip(UNLOAD, {"names": ["xor"]}), ["xor"])
+        self.assertEqual(o["result"], "inUse", o)
+        self.assertEqual(o.get("errnoName"), "EBUSY", o)
+        self.assertLess(time.monotonic() - t0, T(2))
+        self.assertEqual(self.kernel.calls("delete"), [], self.kernel.lines())
+        self.assertEqual(self.kernel.state("xor"), "live")
+
+        freed = threading.Timer(1.0, self.kernel.set_refcnt, ("xor", 0))
+        c = self.conn(timeout=T(30))
+        t0 = time.monotonic()
+        freed.start()
+        try:
+            (o,) = self.outcomes(c.roundtrip(UNLOAD, {"names": ["xor"], "wait": 5000}), ["xor"])
+        finally:
+            freed.join()
+        took = time.monotonic() - t0
+        self.assertEqual((o["result"], o["modules"]), ("removed", ["xor"]), o)
+        self.assertNotIn("errno", o)
+        self.assertGreaterEqual(took, 0.9)
+        deletes = [(w[1], w[-1]) for w in self.kernel.calls("delete")]
+        self.assertEqual(deletes, [("xor", "ok")], self.kernel.lines())
+        self.assertIsNone(self.kernel.state("xor"))
+
+
+class Storm(SchedulerTestCase):
+    extra_env = dict(SYSFS_ENV, FAKE_KERNEL_TIMES="1", FAKE_KERNEL_DELAY_MS="200")
+
+    def test_16_callers_btrfs(self):
+        plan = self.plan_of("btrfs")
+        waits = self.waits_of("btrfs")
+        m = self.monitor()
+        self.close_gate()
+        clients = [self.ask(LOAD, {"names": ["btrfs"]}) for _ in range(16)]
+        self.wait_requests(m, 16)
+        self.assertTrue(harness.wait_until(lambda: self.kernel.held(), T(20)), self.kernel.lines())
+        self.open_gate()
+        outs = [self.answer(c, ["btrfs"])[0] for c in clients]
+        for o in outs:
+            self.assertEqual((o["result"], o["modules"]), ("inserted", plan), o)
+            self.assertNotIn("errno", o)
+        self.assertEqual(sum(o["shared"] for o in outs), 15, outs)
+
+        self.assert_one_finit_each(plan)
+        for w in self.kernel.loads():
+            self.assertEqual((w[0], w[-1]), ("finit", "ok"), w)
+        spans = self.kernel.spans()
+        self.assertEqual(sorted(sp[0] for sp in spans), sorted(plan), spans)
+        at = {mod: (start, end) for mod, start, end in spans}
+        # independent modules were in the kernel at the same time
+        overlapping = [(x, y) for x in at for y in at
+                       if x < y and at[x][0] < at[y][1] and at[y][0] < at[x][1]]
+        self.assertTrue(overlapping, spans)
+        # and nothing started before what it waits for had ended
+        for mod in plan:
+            for before in waits[mod]:
+                self.assertGreaterEqual(at[mod][0], at[before][1], (mod, before, spans))
+        s = self.stats()
+        self.assertEqual((s["kernelCalls"], s["modulesInserted"], s["kernelEEXIST"], s["failures"]),
+                         (len(plan), len(plan), 0, 0), s)
+
+
+class ForceWithoutFinit(SchedulerTestCase):
+    """A kernel without finit_module (ENOSYS): init_module with the image as --force leaves it."""
+
+    extra_env = {"FAKE_KERNEL_NO_FINIT": "1"}
+
+    def test_force_strips_init_module(self):
+        (o,) = self.load(["xor"], forceVermagic=True, forceModversion=True)
+        self.assertEqual((o["result"], o["modules"]), ("inserted", ["xor"]), o)
+        (o,) = self.load(["raid6_pq"])
+        self.assertEqual((o["result"], o["modules"]), ("inserted", ["raid6_pq"]), o)
+        self.assertEqual(self.kernel.read_log("init.log"),
+                         ["xor versions=STRIPPED vermagic=STRIPPED", "raid6_pq versions=KEEP vermagic=KEEP"])
+        self.assertEqual([(w[0], w[1], w[-1]) for w in self.kernel.loads()],
+                         [("init", "xor", "ok"), ("init", "raid6_pq", "ok")], self.kernel.lines())
+
+
 def main():
-    global FAKE_KERNEL
+    global FAKE_KERNEL, MODLOADCTL
     argv = list(sys.argv)
     if "--fake-kernel" in argv:
         i = argv.index("--fake-kernel")
         FAKE_KERNEL = os.path.abspath(argv[i + 1])
+        del argv[i:i + 2]
+    if "--modloadctl" in argv:
+        i = argv.index("--modloadctl")
+        MODLOADCTL = os.path.abspath(argv[i + 1])
         del argv[i:i + 2]
     unittest.main(argv=argv, verbosity=2)
 
