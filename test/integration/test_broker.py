@@ -1009,6 +1009,31 @@ class InstallCommand(SchedulerTestCase):
         self.assertEqual(self.kernel.lines(), [])
 
 
+class InstallCommandSignals(SchedulerTestCase):
+    """An install command starts as from a shell: no signal blocked or ignored, whatever the
+    daemon's threads have (they block SIGTERM and friends; SIGPIPE is ignored)."""
+
+    MODULE = "dummy"
+
+    def daemon_options(self):
+        self.out = self.tmp.join("signals.txt")
+        self.write_config("install %s /bin/sh -c 'grep -E \"^Sig(Blk|Ign):\" /proc/self/status > %s'\n"
+                          % (self.MODULE, self.out))
+        return ["--config=" + self.tmp.join("modprobe.d", "test.conf")], {}
+
+    def test_default_dispositions(self):
+        (o,) = self.load([self.MODULE])
+        self.assertEqual(o["result"], "inserted", o)
+        with open(self.out) as f:
+            lines = dict(line.split(":", 1) for line in f.read().splitlines())
+        self.assertEqual(set(lines), {"SigBlk", "SigIgn"}, lines)
+        # glibc's posix_spawn() leaves its own two internal signals (32 and 33, thread
+        # cancellation and setxid) ignored in every child; no program uses them.
+        glibc_internal = (1 << 31) | (1 << 32)
+        for k, v in lines.items():
+            self.assertEqual(int(v, 16) & ~glibc_internal, 0, (k, v))
+
+
 class KernelStates(SchedulerTestCase):
     """A module another loader has "coming": the daemon waits for it to settle."""
 
