@@ -306,7 +306,7 @@ static void job_free(SchedJob *j) {
 static void job_check(SchedJob *j) {
         Scheduler *s = j->s;
 
-        if (j->ready || (!j->failed && j->n_done < j->n_nodes))
+        if (j->ready || j->n_done < j->n_nodes)
                 return;
         /* Its caller learns it from scheduler_dispatch(), never from inside a call it made. */
         j->ready = true;
@@ -349,15 +349,28 @@ static void job_deliver(SchedJob *j) {
                 job_free(j);
 }
 
+/* A node that waits for a step that failed for good is not carried out. */
+static void node_skip(Node *n) {
+        SchedJob *j = n->job;
+
+        if (n->started)
+                return;
+        n->started = n->done = true;
+        j->n_done++;
+        for (size_t i = 0; i < n->n_dependents; i++)
+                node_skip(&j->nodes[n->dependents[i]]);
+}
+
 /* A node's step is over: judge the result by this node's own step. Takes message. */
 static void node_finish(Node *n, int result, char *message) {
         SchedJob *j = n->job;
         const Step *st = n->step;
+        bool fatal = false;
 
         n->done = true;
         j->n_done++;
         if (j->delivered) {
-                /* Its caller has its answer already (an earlier step failed). */
+                /* Its caller has its answer already (the scheduler is going away). */
                 free(message);
                 if (j->n_waiting == 0)
                         job_free(j);
@@ -365,14 +378,17 @@ static void node_finish(Node *n, int result, char *message) {
         }
 
         if (j->unload) {
-                if (result < 0 && !st->optional && !st->if_unused)
+                fatal = result < 0 && !st->optional && !st->if_unused;
+                if (fatal)
                         job_fail(j, IN_SET(result, -EBUSY, -EAGAIN) ? OUTCOME_IN_USE : OUTCOME_FAILED, result,
                                  TAKE_PTR(message));
-        } else if (result < 0 && !st->optional)
+        } else if (result < 0 && !st->optional) {
+                fatal = true;
                 job_fail(j, OUTCOME_FAILED, result, TAKE_PTR(message));
-        else if (result == 0 && st->target && j->first_time && st->kind != STEP_BUILTIN)
+        } else if (result == 0 && st->target && j->first_time && st->kind != STEP_BUILTIN) {
+                fatal = true;
                 job_fail(j, OUTCOME_FAILED, -EEXIST, strdup_printf("Module %s already in kernel", st->module));
-        else {
+        } else {
                 if (result > 0)
                         j->changed = true;
                 if (result == 0 && st->target && st->kind != STEP_BUILTIN)
@@ -380,12 +396,15 @@ static void node_finish(Node *n, int result, char *message) {
         }
         free(message);
 
-        if (!j->failed)
-                for (size_t i = 0; i < n->n_dependents; i++) {
-                        Node *d = &j->nodes[n->dependents[i]];
-                        if (--d->n_blockers == 0 && !d->started)
-                                node_start(d);
-                }
+        /* What waits for a step that failed for good is not carried out; the rest goes on, as kmod
+         * goes on with the other modules an alias matches. The first failure is the answer. */
+        for (size_t i = 0; i < n->n_dependents; i++) {
+                Node *d = &j->nodes[n->dependents[i]];
+                if (fatal)
+                        node_skip(d);
+                else if (--d->n_blockers == 0 && !d->started)
+                        node_start(d);
+        }
         job_check(j);
 }
 
@@ -519,7 +538,7 @@ static int node_add_edge(SchedJob *j, size_t before, size_t after) {
 
 static int job_run(SchedJob *j, const Plan *p, SchedJob **ret) {
         /* The first nodes start now; the rest as what they wait for is done. */
-        for (size_t i = 0; i < j->n_nodes && !j->failed; i++)
+        for (size_t i = 0; i < j->n_nodes; i++)
                 if (!j->nodes[i].started && j->nodes[i].n_blockers == 0)
                         node_start(&j->nodes[i]);
         job_check(j);

@@ -93,7 +93,10 @@ bool scheduler_busy(const Scheduler *s);
 /* Carry out a load plan (PLAN_RESULT_STEPS, planned with RESOLVE_IGNORE_LOADED or not): each
  * node checks the kernel's state of its module first — live or builtin: nothing to do; coming or
  * going: wait (bounded) until it settles. first_time: a target the kernel has already fails with
- * -EEXIST. The plan must stay valid until the callback has run. */
+ * -EEXIST. A required step that fails (or such a target) fails the job, and the steps that wait
+ * for it are not carried out; the others go on, as kmod goes on with the other modules an alias
+ * matches. The callback comes when every step is done or skipped, with the first failure. The
+ * plan must stay valid until the callback has run. */
 int scheduler_load(Scheduler *s, const Plan *p, LoadFlags load_flags, bool first_time, const SchedCaller *caller,
                    SchedJobDone done, void *userdata, SchedJob **ret);
 /* Carry out an unload plan in its order (each step after the one before), with req's force and
