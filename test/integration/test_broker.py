@@ -1116,6 +1116,38 @@ class SoftdepViews(SchedulerTestCase):
         self.run_both(a_first=False)
 
 
+class AliasOfSeveral(SchedulerTestCase):
+    """An alias that matches several modules (as udev's cpu:type:... modaliases do): one that
+    fails does not stop the others, as kmod goes on with each module of an alias."""
+
+    ALIAS, FAILS, SLOW, SLOW_DEP = "test-several", "xor", "libcrc32c", "crc32c_intel"
+
+    def daemon_options(self):
+        self.write_config("alias %s %s\nalias %s %s\nsoftdep %s pre: %s\n"
+                          % (self.ALIAS, self.FAILS, self.ALIAS, self.SLOW, self.SLOW, self.SLOW_DEP))
+        return (["--config=" + self.tmp.join("modprobe.d", "test.conf")],
+                {"FAKE_KERNEL_FAIL": self.FAILS + "=ENODEV", "FAKE_KERNEL_HOLD_ONLY": self.SLOW_DEP})
+
+    def test_one_fails_the_other_loads(self):
+        waits = self.waits_of(self.ALIAS)
+        self.assertEqual(waits[self.SLOW], [self.SLOW_DEP], waits)
+        self.close_gate()
+        c = self.ask(LOAD, {"names": [self.ALIAS]})
+        # the failing module is done while the other still waits for its softdep
+        self.assertTrue(harness.wait_until(
+            lambda: [w[1] for w in self.kernel.loads()] == [self.FAILS], T(20)), self.kernel.lines())
+        self.wait_held(self.SLOW_DEP)
+        self.assert_pending(c, secs=0.3)
+        self.open_gate()
+        (o,) = self.answer(c, [self.ALIAS])
+        self.assertEqual((o["result"], o["errnoName"]), ("failed", "ENODEV"), o)
+        self.assertIn(self.FAILS, o["message"])
+        loads = [(w[1], w[-1]) for w in self.kernel.loads()]
+        self.assertEqual(loads, [(self.FAILS, "ENODEV"), (self.SLOW_DEP, "ok"), (self.SLOW, "ok")],
+                         self.kernel.lines())
+        self.assertEqual(self.kernel.state(self.SLOW), "live")
+
+
 class Joins(SchedulerTestCase):
     """Callers that ask for a module while it is being loaded."""
 
