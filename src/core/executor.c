@@ -5,6 +5,8 @@
 #include <spawn.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "executor.h"
@@ -97,27 +99,25 @@ int run_module_command(const char *command, const char *module) {
         return 128 + WTERMSIG(status);
 }
 
+static void settle_sleep(void) {
+        (void) nanosleep(&(struct timespec){ .tv_nsec = SETTLE_POLL_USEC * NSEC_PER_USEC }, NULL);
+}
+
 /* Wait while another loader has the module coming, or the kernel is taking it out, as kmod
- * (through the kernel) does. Returns the state it settled in; 'C' or 'G' when time ran out. */
-static char module_state_settled(const char *module) {
-        uint64_t deadline = 0;
+ * (through the kernel) does, until deadline. Returns the state it settled in; 'C' or 'G' when
+ * time ran out. */
+static char module_state_settled(const char *module, uint64_t deadline) {
         char state;
 
-        while (IN_SET(state = loader_module_state(module), 'C', 'G')) {
-                uint64_t now = now_usec(CLOCK_MONOTONIC);
-                if (deadline == 0)
-                        deadline = now + EXECUTOR_SETTLE_TIMEOUT_USEC;
-                else if (now >= deadline)
-                        break;
-                (void) nanosleep(&(struct timespec){ .tv_nsec = SETTLE_POLL_USEC * NSEC_PER_USEC }, NULL);
-        }
+        while (IN_SET(state = loader_module_state(module), 'C', 'G') && now_usec(CLOCK_MONOTONIC) < deadline)
+                settle_sleep();
         return state;
 }
 
 /* Before a module goes in: 0 when the kernel has it (nothing to do), 1 when it must be loaded,
- * -ETIMEDOUT when it stays coming or going. */
-static int module_needs_load(const char *module, char **ret_message) {
-        char state = module_state_settled(module);
+ * -ETIMEDOUT when it stays coming or going until deadline. */
+static int module_needs_load(const char *module, uint64_t deadline, char **ret_message) {
+        char state = module_state_settled(module, deadline);
 
         if (IN_SET(state, 'L', 'B'))
                 return 0;
@@ -130,10 +130,66 @@ static int module_needs_load(const char *module, char **ret_message) {
         return 1;
 }
 
+/* The module's lock file, open; a negative errno when there is none to be had. */
+static int module_lock_open(const char *module) {
+        _cleanup_close_ int dfd = -EBADF;
+        struct stat st;
+        int fd;
+
+        if (isempty(module) || strchr(module, '/') || streq(module, ".") || streq(module, "..") ||
+            strlen(module) > NAME_MAX)
+                return -EINVAL;
+        if (mkdir(EXECUTOR_LOCK_DIR, 0755) < 0 && errno == ENOENT &&
+            (mkdir(EXECUTOR_RUNTIME_DIR, 0755) >= 0 || errno == EEXIST))
+                (void) mkdir(EXECUTOR_LOCK_DIR, 0755);
+        dfd = open(EXECUTOR_LOCK_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (dfd < 0 || fstat(dfd, &st) < 0)
+                return -errno;
+        /* Nobody but root may hold a module's lock, or make one. */
+        if (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)))
+                return -EPERM;
+        fd = openat(dfd, module, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0600);
+        return fd < 0 ? -errno : fd;
+}
+
+/* Take the module's lock (see EXECUTOR_LOCK_DIR), waiting while another loader holds it, until
+ * deadline. Returns 0 when the module came into the kernel meanwhile (nothing to do), 1 when the
+ * step goes on: with the lock in *ret_fd, or without it (*ret_fd negative) when there is none to
+ * be had or the holder did not finish in time. */
+static int module_lock_take(const char *module, uint64_t deadline, int *ret_fd) {
+        _cleanup_close_ int fd = module_lock_open(module);
+
+        *ret_fd = -EBADF;
+        while (fd >= 0) {
+                if (flock(fd, LOCK_EX | LOCK_NB) >= 0) {
+                        *ret_fd = TAKE_FD(fd);
+                        break;
+                }
+                if (errno == EINTR)
+                        continue;
+                if (errno != EWOULDBLOCK)
+                        break;
+                /* Its holder is at work: done when the kernel has the module. */
+                if (IN_SET(loader_module_state(module), 'L', 'B'))
+                        return 0;
+                if (now_usec(CLOCK_MONOTONIC) >= deadline)
+                        break; /* a holder that does not finish, or our own outer load: bounded */
+                settle_sleep();
+        }
+        return 1;
+}
+
 static int insert_step(Loader *l, const Step *step, LoadFlags load_flags, LoadStats *stats, char **ret_message) {
+        uint64_t deadline = now_usec(CLOCK_MONOTONIC) + EXECUTOR_SETTLE_TIMEOUT_USEC;
+        _cleanup_close_ int lock = -EBADF;
         int e;
 
-        e = module_needs_load(step->module, ret_message);
+        /* From the check to the end of the kernel call under the module's lock: a loader in
+         * another process then finds the module in the kernel instead of handing it over again. */
+        e = module_lock_take(step->module, deadline, &lock);
+        if (e <= 0)
+                return e;
+        e = module_needs_load(step->module, deadline, ret_message);
         if (e <= 0)
                 return e;
         if (!step->path) {
@@ -161,9 +217,11 @@ static int command_step(const Step *step, char **ret_message) {
         _cleanup_free_ char *command = NULL;
         int e;
 
-        /* kmod runs no install command for a module the kernel has. */
+        /* kmod runs no install command for a module the kernel has. No module lock here: the
+         * command commonly runs modprobe for this very module, whose insmod step takes it. */
         if (step->kind == STEP_INSTALL) {
-                e = module_needs_load(step->module, ret_message);
+                e = module_needs_load(step->module, now_usec(CLOCK_MONOTONIC) + EXECUTOR_SETTLE_TIMEOUT_USEC,
+                                      ret_message);
                 if (e <= 0)
                         return e;
         }

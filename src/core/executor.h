@@ -20,6 +20,19 @@ typedef struct Scheduler Scheduler;
  * to settle before it gives up with -ETIMEDOUT. */
 #define EXECUTOR_SETTLE_TIMEOUT_USEC (60 * USEC_PER_SEC)
 
+/* Loaders in different processes (the daemon, and modloadctl or the modprobe shim loading
+ * in-process where they find no daemon) hand a module to the kernel once: an insmod step holds
+ * an flock() on EXECUTOR_LOCK_DIR/MODULE from its check of the kernel's state of the module to
+ * the end of its kernel call, and nothing else. The directory is made 0755 (the files 0600) and
+ * used only when it is root's and nobody else may write to it; where it cannot be had
+ * (unprivileged, a read-only /run) a step goes on without the lock. A step that finds the lock
+ * taken waits, polling, until the holder is done (the module is in the kernel then: nothing to
+ * do) or EXECUTOR_SETTLE_TIMEOUT_USEC passed, which bounds a module whose init asks the kernel
+ * for that very module (the nested loader waits for a lock its own outer load holds); it then
+ * goes on without the lock. The empty files stay, one per module name loaded since boot. */
+#define EXECUTOR_RUNTIME_DIR "/run/modloadd"
+#define EXECUTOR_LOCK_DIR    EXECUTOR_RUNTIME_DIR "/lock"
+
 typedef struct LoadRequest {
         const char *name;
         const char *parameters;     /* the caller's, appended to the configured options */
@@ -41,8 +54,10 @@ typedef struct UnloadRequest {
  * builtin, unused-check failed), or a negative errno with *ret_message set
  * to a sentence in kmod's words. An insmod or install step first waits
  * (EXECUTOR_SETTLE_TIMEOUT_USEC at most) while the module is coming or
- * going, and does nothing when the kernel then has it. Touches no libkmod
- * state: safe in any thread while the resolver is used elsewhere. */
+ * going, and does nothing when the kernel then has it; an insmod step does
+ * that and its kernel call under the module's lock (EXECUTOR_LOCK_DIR),
+ * one bound for both waits. Touches no libkmod state: safe in any thread
+ * while the resolver is used elsewhere. */
 int execute_step(Loader *l, const Step *step, LoadFlags load_flags, bool force, uint64_t wait_usec, LoadStats *stats,
                  char **ret_message);
 

@@ -1,12 +1,67 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "json-util.h"
 #include "manager-client.h"
+#include "varlink-client.h"
 
 const char *manager_address(const char *address) {
         return address ?: getenv("MODLOADD_ADDRESS") ?: MODLOADD_SOCKET_PATH;
+}
+
+static uint64_t time_left(uint64_t deadline) {
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+
+        if (deadline == USEC_INFINITY)
+                return USEC_INFINITY;
+        return deadline > now ? deadline - now : 0;
+}
+
+int manager_call(const char *address, const char *method, json_object *parameters, uint64_t connect_timeout_usec,
+                 uint64_t timeout_usec, json_object **ret_reply, char **ret_error, bool *ret_unreachable) {
+        uint64_t now = now_usec(CLOCK_MONOTONIC), delay = MANAGER_RETRY_DELAY_USEC;
+        uint64_t deadline = timeout_usec == USEC_INFINITY || timeout_usec > USEC_INFINITY - now ? USEC_INFINITY
+                                                                                                : now + timeout_usec;
+        bool broken = false;
+        int r;
+
+        for (unsigned attempt = 1;; attempt++) {
+                _cleanup_(varlink_client_freep) VarlinkClient *c = NULL;
+                json_object *reply = NULL;
+                char *error = NULL;
+
+                r = varlink_client_connect(&c, address, MIN(connect_timeout_usec, time_left(deadline)));
+                if (r >= 0) {
+                        r = varlink_client_call(c, method, parameters, time_left(deadline), &reply, &error);
+                        if (r >= 0) {
+                                *ret_reply = reply;
+                                *ret_error = error;
+                                *ret_unreachable = false;
+                                return 0;
+                        }
+                        if (!IN_SET(r, -ECONNRESET, -EPIPE)) {
+                                /* Reached, and it did not answer in time or not readably. */
+                                *ret_unreachable = false;
+                                return r;
+                        }
+                        /* The daemon went away before it answered: ask again, the new one. */
+                        broken = true;
+                        if (attempt >= MANAGER_CALL_ATTEMPTS_MAX || time_left(deadline) == 0)
+                                break;
+                        continue;
+                }
+                /* Nobody listens: at once no daemon at all; after a break maybe one on its way. */
+                if (!broken || attempt >= MANAGER_CALL_ATTEMPTS_MAX || time_left(deadline) <= delay)
+                        break;
+                (void) nanosleep(&(struct timespec){ .tv_sec = (time_t) (delay / USEC_PER_SEC),
+                                                     .tv_nsec = (long) (delay % USEC_PER_SEC * NSEC_PER_USEC) },
+                                 NULL);
+                delay *= 2;
+        }
+        *ret_unreachable = true;
+        return r;
 }
 
 const char *manager_request_method(const ManagerRequest *req) {

@@ -374,18 +374,25 @@ static bool json_flag(json_object *o, const char *key) {
         return v && json_object_get_boolean(v);
 }
 
-static int daemon_call(const char *method, json_object *params, json_object **ret) {
-        _cleanup_(varlink_client_freep) VarlinkClient *c = NULL;
+/* No daemon could be asked at all: not an exit status, nor the negative of one. */
+#define DAEMON_UNREACHABLE 256
+
+/* The daemon's answer in *ret: 0, or -EXIT_* (said why). With may_fall_back, DAEMON_UNREACHABLE
+ * when no daemon could be asked at all (nothing said: the caller goes on in-process). */
+static int daemon_call(const char *method, json_object *params, bool may_fall_back, json_object **ret) {
         _cleanup_free_ char *error = NULL;
         json_object *reply = NULL;
+        bool unreachable = false;
         int r;
 
-        r = varlink_client_connect(&c, manager_address(arg_address), CONNECT_TIMEOUT_USEC);
-        if (r < 0) {
+        r = manager_call(manager_address(arg_address), method, params, CONNECT_TIMEOUT_USEC, CALL_TIMEOUT_USEC, &reply,
+                         &error, &unreachable);
+        if (r < 0 && unreachable && may_fall_back)
+                return DAEMON_UNREACHABLE;
+        if (r < 0 && unreachable) {
                 log_error_errno(r, _("Cannot reach modloadd at %s: %m"), manager_address(arg_address));
                 return -EXIT_NO_DAEMON;
         }
-        r = varlink_client_call(c, method, params, CALL_TIMEOUT_USEC, &reply, &error);
         if (r < 0) {
                 log_error_errno(r, _("No answer from modloadd: %m"));
                 return -EXIT_NO_DAEMON;
@@ -405,8 +412,10 @@ static int daemon_call(const char *method, json_object *params, json_object **re
         return 0;
 }
 
-/* Send the names to the daemon; fills one outcome per name. Returns 0 or an exit status. */
-static int daemon_outcomes(bool unload, bool apply_blacklist, char **names, size_t n, Outcome **ret) {
+/* Send the names to the daemon; fills one outcome per name. Returns 0 or an exit status; with
+ * may_fall_back DAEMON_UNREACHABLE when there is no daemon to ask (see daemon_call()). */
+static int daemon_outcomes(bool unload, bool apply_blacklist, bool may_fall_back, char **names, size_t n,
+                           Outcome **ret) {
         _cleanup_(json_object_putp) json_object *params = NULL, *reply = NULL;
         const ManagerRequest req = {
                 .unload = unload,
@@ -427,7 +436,9 @@ static int daemon_outcomes(bool unload, bool apply_blacklist, char **names, size
 
         if (manager_request_to_json(&req, &params) < 0)
                 return log_oom(), EXIT_FAILURE;
-        r = daemon_call(manager_request_method(&req), params, &reply);
+        r = daemon_call(manager_request_method(&req), params, may_fall_back, &reply);
+        if (r == DAEMON_UNREACHABLE)
+                return r;
         if (r < 0)
                 return -r;
         if (manager_reply_outcomes(reply, n, ret) < 0) {
@@ -441,8 +452,17 @@ static int run_load_unload(bool unload, char **names, size_t n) {
         _cleanup_free_ Outcome *outcomes = NULL;
         int r;
 
+        /* A load goes on in this process where no daemon can be asked (udev's rules, early boot, a
+         * daemon that died and was not started again), coordinated with any other loader by the
+         * module locks. An unload is an administrator's: without the daemon it says so. */
         r = arg_local ? local_outcomes(unload, 0, names, n, &outcomes)
-                      : daemon_outcomes(unload, false, names, n, &outcomes);
+                      : daemon_outcomes(unload, false, !unload, names, n, &outcomes);
+        if (r == DAEMON_UNREACHABLE) {
+                if (!arg_quiet)
+                        log_notice(_("modloadd cannot be reached at %s; loading in this process."),
+                                   manager_address(arg_address));
+                r = local_outcomes(false, 0, names, n, &outcomes);
+        }
         if (r != 0)
                 return r;
         return finish_outcomes(outcomes, n);
@@ -453,7 +473,6 @@ static int run_load_unload(bool unload, char **names, size_t n) {
 static int run_modules_load(char **files, size_t n_files) {
         _cleanup_(strv_freep) char **names = calloc(1, sizeof(char *)), **conf = NULL;
         _cleanup_free_ Outcome *outcomes = NULL;
-        _cleanup_(varlink_client_freep) VarlinkClient *probe = NULL;
         int r, ret = EXIT_SUCCESS;
         size_t n;
 
@@ -511,10 +530,8 @@ static int run_modules_load(char **files, size_t n_files) {
 
         /* All at once: the daemon loads them in parallel, each after what it depends on.
          * Without the daemon (it may not be up yet), the same work in this process. */
-        if (!arg_local && varlink_client_connect(&probe, manager_address(arg_address), CONNECT_TIMEOUT_USEC) >= 0) {
-                probe = varlink_client_free(probe);
-                r = daemon_outcomes(false, true, names, n, &outcomes);
-        } else
+        r = arg_local ? DAEMON_UNREACHABLE : daemon_outcomes(false, true, true, names, n, &outcomes);
+        if (r == DAEMON_UNREACHABLE)
                 r = local_outcomes(false, RESOLVE_APPLY_BLACKLIST, names, n, &outcomes);
         if (r != 0)
                 return r;
@@ -583,7 +600,7 @@ static int daemon_describe(const char *name) {
             (arg_use_blacklist && json_add_bool(params, "applyBlacklist", true) < 0) ||
             (arg_ignore_install && json_add_bool(params, "ignoreInstall", true) < 0))
                 return log_oom(), EXIT_FAILURE;
-        r = daemon_call("io.modloadd.Manager.Describe", params, &reply);
+        r = daemon_call("io.modloadd.Manager.Describe", params, false, &reply);
         if (r < 0)
                 return -r;
         if (arg_json)
@@ -601,7 +618,7 @@ static int daemon_list(void) {
         json_object *mods;
         int wn = (int) strlen(_("MODULE")), r;
 
-        r = daemon_call("io.modloadd.Manager.List", NULL, &reply);
+        r = daemon_call("io.modloadd.Manager.List", NULL, false, &reply);
         if (r < 0)
                 return -r;
         if (arg_json) {
@@ -650,7 +667,7 @@ static int daemon_status(void) {
         _cleanup_(json_object_putp) json_object *reply = NULL;
         int w = 0, r;
 
-        r = daemon_call("io.modloadd.Manager.GetStatistics", NULL, &reply);
+        r = daemon_call("io.modloadd.Manager.GetStatistics", NULL, false, &reply);
         if (r < 0)
                 return -r;
         if (arg_json) {
@@ -667,7 +684,7 @@ static int daemon_status(void) {
 
 static int daemon_reload(void) {
         _cleanup_(json_object_putp) json_object *reply = NULL;
-        int r = daemon_call("io.modloadd.Manager.Reload", NULL, &reply);
+        int r = daemon_call("io.modloadd.Manager.Reload", NULL, false, &reply);
         return r < 0 ? -r : EXIT_SUCCESS;
 }
 

@@ -5,8 +5,12 @@
  *
  * Where the work happens:
  *   - plain loads and unloads go to the daemon (no libkmod in this process when it answers);
- *   - where the daemon cannot be reached (nobody listens, connect times out, it refuses the call)
- *     the same core code runs in this process, as "modloadctl --local" does;
+ *   - a call whose connection breaks before the answer (the daemon died) is asked again on a new
+ *     connection, which socket activation hands to a new daemon (manager_call());
+ *   - where the daemon cannot be reached (nobody listens, connect times out, it refuses the call,
+ *     it died and nobody answers again) the same core code runs in this process, as
+ *     "modloadctl --local" does; the module locks (executor.h) keep a module from being handed
+ *     to the kernel by this process and the daemon (or another such process) both;
  *   - -d, -C, -S (another tree, config or kernel version) and any run inside an install/remove
  *     command ($MODPROBE_MODULE set: the daemon may be waiting for that very command) always
  *     work in this process;
@@ -41,7 +45,6 @@
 #include "strutil.h"
 #include "strv.h"
 #include "timeutil.h"
-#include "varlink-client.h"
 
 /* Connecting fails at once when nobody listens; this bounds a listener whose queue is full. */
 #define SHIM_CONNECT_TIMEOUT_USEC (3 * USEC_PER_SEC)
@@ -752,17 +755,16 @@ static Plan *plan_name(Resolver *r, const char *req, const char *params, bool pr
 
 /* --- doing it: through the daemon, or here ------------------------------------------------------- */
 
-/* 1: the daemon answered, outcomes filled; 0: it could not be asked, do the work here;
- * negative: it was asked but did not answer (reported; doing it here could load twice). */
+/* 1: the daemon answered, outcomes filled; 0: it could not be asked, do the work here (nobody
+ * listens, or the daemon died and none came back while asking again: manager_call());
+ * negative: it was asked but did not answer in time (reported). */
 static int forward(bool unload, char **reqs, size_t n, const char *params, Outcome *outs) {
-        _cleanup_(varlink_client_freep) VarlinkClient *c = NULL;
         _cleanup_(json_object_putp) json_object *call = NULL, *reply = NULL;
         _cleanup_free_ char *error = NULL;
         _cleanup_free_ Outcome *got = NULL;
+        bool unreachable = false;
         int r;
 
-        if (varlink_client_connect(&c, manager_address(NULL), SHIM_CONNECT_TIMEOUT_USEC) < 0)
-                return 0;
         r = manager_request_to_json(
                 &(ManagerRequest){
                         .unload = unload,
@@ -781,8 +783,10 @@ static int forward(bool unload, char **reqs, size_t n, const char *params, Outco
                 &call);
         if (r < 0)
                 return say(LOG_ERR, "%s\n", c_strerror(r)), r;
-        r = varlink_client_call(c, unload ? "io.modloadd.Manager.Unload" : "io.modloadd.Manager.Load", call,
-                                SHIM_CALL_TIMEOUT_USEC, &reply, &error);
+        r = manager_call(manager_address(NULL), unload ? "io.modloadd.Manager.Unload" : "io.modloadd.Manager.Load",
+                         call, SHIM_CONNECT_TIMEOUT_USEC, SHIM_CALL_TIMEOUT_USEC, &reply, &error, &unreachable);
+        if (r < 0 && unreachable)
+                return 0;
         if (r < 0) {
                 say(LOG_ERR, _("modloadd at %s did not answer: %s\n"), manager_address(NULL), c_strerror(r));
                 return r;

@@ -183,12 +183,26 @@ static void sysfs_make_root(void) {
         errno = saved;
 }
 
+/* The module locks (executor.h): one directory per kernel, as /run is per boot. */
+#define LOCK_PREFIX     "/run/modloadd/lock"
+#define LOCK_PREFIX_LEN (sizeof LOCK_PREFIX - 1)
+
 /* The path to use for PATH: the emulated one for "/sys/module" and what is
- * below it when that is on, else PATH itself; NULL with errno ENAMETOOLONG
- * when the emulated path does not fit. */
+ * below it when that is on, $FAKE_KERNEL_DIR/lock for the module locks, else
+ * PATH itself; NULL with errno ENAMETOOLONG when the emulated path does not fit. */
 static const char *redirect(const char *path, char *buf, size_t size) {
         const char *rest;
 
+        if (path && strncmp(path, LOCK_PREFIX, LOCK_PREFIX_LEN) == 0 &&
+            (path[LOCK_PREFIX_LEN] == '\0' || path[LOCK_PREFIX_LEN] == '/') && getenv("FAKE_KERNEL_DIR") &&
+            *getenv("FAKE_KERNEL_DIR")) {
+                if ((size_t) snprintf(buf, size, "%s/lock%s", getenv("FAKE_KERNEL_DIR"), path + LOCK_PREFIX_LEN) >=
+                    size) {
+                        errno = ENAMETOOLONG;
+                        return NULL;
+                }
+                return buf;
+        }
         if (!path || strncmp(path, SYSFS_PREFIX, SYSFS_PREFIX_LEN) != 0)
                 return path;
         rest = path + SYSFS_PREFIX_LEN;
@@ -286,6 +300,11 @@ int __openat_2(int dirfd, const char *path, int flags) {
 int __openat64_2(int dirfd, const char *path, int flags) {
         REDIRECT_OR_FAIL(path, -1);
         return REAL(__openat64_2)(dirfd, path, flags);
+}
+
+int mkdir(const char *path, mode_t mode) {
+        REDIRECT_OR_FAIL(path, -1);
+        return REAL(mkdir)(path, mode);
 }
 
 FILE *fopen(const char *path, const char *mode) {
